@@ -1,0 +1,7 @@
+"""Optimizers backed by compiled ops: `from deepspeed_ext.ops.adam import DeepSpeedCPUAdam`."""
+
+from .cpu_adagrad import DeepSpeedCPUAdagrad
+from .cpu_adam import DeepSpeedCPUAdam
+from .cpu_lion import DeepSpeedCPULion
+
+__all__ = ["DeepSpeedCPUAdagrad", "DeepSpeedCPUAdam", "DeepSpeedCPULion"]

@@ -1,0 +1,27 @@
+"""DeepSpeedCPUAdagrad: Adagrad on CPU tensors with SIMD kernels."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .cpu_optimizer import CPUOptimizer
+
+
+class DeepSpeedCPUAdagrad(CPUOptimizer):
+    """Adagrad for params on the CPU, as in DeepSpeed (L2 weight decay, no lr decay).
+
+    The state key is torch.optim.Adagrad's ``sum``, so state dicts move between the two.
+    """
+
+    STATE_KEYS = ("sum",)
+
+    def __init__(self, model_params: Iterable, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0,
+                 amsgrad: bool = False, fp32_optimizer_states: bool = True) -> None:
+        if amsgrad:
+            raise ValueError("DeepSpeedCPUAdagrad does not implement amsgrad")
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"lr, eps and weight_decay must be non-negative, got {lr}, {eps}, {weight_decay}")
+        super().__init__(model_params, dict(lr=lr, eps=eps, weight_decay=weight_decay), fp32_optimizer_states)
+
+    def update_group(self, group, params, grads, states, copies, steps) -> None:
+        self.ops.cpu_adagrad_step(params, grads, states[0], copies, group["lr"], group["eps"], group["weight_decay"])

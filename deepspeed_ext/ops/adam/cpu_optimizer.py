@@ -1,0 +1,114 @@
+"""What DeepSpeedCPUAdam, DeepSpeedCPUAdagrad and DeepSpeedCPULion share: checks, state
+layout (torch.optim's keys), the per-group call into the op, and loading checkpoints."""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+from .cpu_optimizer_op import cpu_optimizer_ops
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
+    """Base class: a subclass names its state tensors (STATE_KEYS) and calls its op in
+    update_group()."""
+
+    STATE_KEYS: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable, defaults: dict, fp32_optimizer_states: bool) -> None:
+        super().__init__(params, defaults)
+        self.fp32_optimizer_states = fp32_optimizer_states
+        for group_index, group in enumerate(self.param_groups):
+            for param_index, param in enumerate(group["params"]):
+                self._check_param(param, group_index, param_index)
+        self.ops = cpu_optimizer_ops()  # build now, so a broken toolchain fails at construction
+
+    def _where(self, group_index: int, param_index: int) -> str:
+        return f"{type(self).__name__}: param {param_index} of param group {group_index}"
+
+    def _check_param(self, param: torch.Tensor, group_index: int, param_index: int) -> None:
+        where = self._where(group_index, param_index)
+        if param.device.type != "cpu":
+            raise ValueError(f"{where} is on {param.device}; this optimizer updates CPU tensors only "
+                             "(use FusedAdam for GPU params, or ZeRO-Offload to keep the optimizer on the CPU)")
+        if param.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{where} has dtype {param.dtype}; supported are float32, bfloat16 and float16")
+        if param.layout != torch.strided or not param.is_contiguous():
+            raise ValueError(f"{where} is not a contiguous dense tensor; pass param.contiguous() instead")
+
+    def _check_grad(self, param: torch.Tensor, grad: torch.Tensor, group_index: int, param_index: int) -> None:
+        where = self._where(group_index, param_index)
+        if grad.is_sparse:
+            raise RuntimeError(f"{where} has a sparse gradient; this optimizer needs dense gradients "
+                               "(torch.optim.SparseAdam handles sparse ones)")
+        if grad.device != param.device or grad.dtype != param.dtype or grad.shape != param.shape:
+            raise ValueError(f"{where}: grad ({grad.dtype}, {tuple(grad.shape)}, {grad.device}) does not match "
+                             f"the param ({param.dtype}, {tuple(param.shape)}, {param.device})")
+        if not grad.is_contiguous():
+            raise ValueError(f"{where} has a non-contiguous gradient; make it contiguous before step()")
+
+    def _state_dtype(self, param: torch.Tensor) -> torch.dtype:
+        return torch.float32 if self.fp32_optimizer_states else param.dtype
+
+    def _init_state(self, param: torch.Tensor) -> dict:
+        state = self.state[param]
+        state["step"] = torch.tensor(0.0)
+        for key in self.STATE_KEYS:
+            state[key] = torch.zeros_like(param, dtype=self._state_dtype(param), memory_format=torch.contiguous_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable] = None,
+             fp16_param_groups: Optional[Sequence[Sequence[torch.Tensor]]] = None):
+        """One optimizer step over every param with a gradient.
+
+        fp16_param_groups: per param group, one tensor per param that receives the
+        updated param in its own dtype (bf16 / fp16 / fp32) in the same pass, as
+        ZeRO-Offload does with the device copy of its fp32 master weights.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if fp16_param_groups is not None and len(fp16_param_groups) != len(self.param_groups):
+            raise ValueError(f"fp16_param_groups has {len(fp16_param_groups)} groups but the optimizer has "
+                             f"{len(self.param_groups)}")
+        for group_index, group in enumerate(self.param_groups):
+            params, grads, copies, steps = [], [], [], []
+            states = {key: [] for key in self.STATE_KEYS}
+            for param_index, param in enumerate(group["params"]):
+                if param.grad is None:
+                    continue
+                self._check_grad(param, param.grad, group_index, param_index)
+                state = self.state[param] or self._init_state(param)
+                state["step"] += 1
+                params.append(param)
+                grads.append(param.grad)
+                steps.append(int(state["step"]))
+                for key in self.STATE_KEYS:
+                    states[key].append(state[key])
+                if fp16_param_groups is not None:
+                    copies.append(fp16_param_groups[group_index][param_index])
+            if params:
+                self.update_group(group, params, grads, [states[k] for k in self.STATE_KEYS], copies, steps)
+        return loss
+
+    @abc.abstractmethod
+    def update_group(self, group: dict, params: list, grads: list, states: list, copies: list, steps: list) -> None:
+        """Apply the op to one param group's tensors (states in STATE_KEYS order)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch.optim casts every state tensor to its param's dtype on load, which would
+        round fp32 optimizer states of a bf16 / fp16 param; reload them at full precision."""
+        saved_ids = [pid for group in state_dict["param_groups"] for pid in group["params"]]
+        full_precision = {pid: {k: v for k, v in state_dict["state"].get(pid, {}).items() if k in self.STATE_KEYS}
+                          for pid in saved_ids}
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for pid, param in zip(saved_ids, params):
+            for key, value in full_precision[pid].items():
+                self.state[param][key] = value.to(dtype=self._state_dtype(param), device=param.device).contiguous()

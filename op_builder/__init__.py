@@ -1,0 +1,10 @@
+"""One builder per op. Importable as `op_builder` from a checkout and as
+`deepspeed_ext.ops.op_builder` once installed, as in DeepSpeed."""
+
+from .builder import LoadedOp, OpBuilder, OpBuildError
+from .cpu_adam import CPUAdamBuilder
+from .simd import SIMD_LEVELS, cpu_simd_level
+
+ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (CPUAdamBuilder,)}
+
+__all__ = ["ALL_OPS", "SIMD_LEVELS", "CPUAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder", "cpu_simd_level"]
