@@ -74,40 +74,61 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if fp16_param_groups is not None and len(fp16_param_groups) != len(self.param_groups):
+        # Check everything before touching anything, so a bad tensor leaves no half-taken step.
+        live = [[(index, p) for index, p in enumerate(group["params"]) if p.grad is not None]
+                for group in self.param_groups]
+        for group_index, members in enumerate(live):
+            for param_index, param in members:
+                self._check_grad(param, param.grad, group_index, param_index)
+        copies = self._checked_copies(fp16_param_groups, live)
+        for group, members, group_copies in zip(self.param_groups, live, copies):
+            if not members:
+                continue
+            params = [param for _, param in members]
+            states = [self.state[param] or self._init_state(param) for param in params]
+            for state in states:
+                state["step"] += 1
+            self.update_group(group, params, [p.grad for p in params],
+                              [[state[key] for state in states] for key in self.STATE_KEYS],
+                              group_copies, [int(state["step"]) for state in states])
+        return loss
+
+    def _checked_copies(self, fp16_param_groups, live) -> list[list[torch.Tensor]]:
+        """Per group, the tensors that receive the updated params (empty lists when none)."""
+        if fp16_param_groups is None:
+            return [[] for _ in live]
+        if len(fp16_param_groups) != len(self.param_groups):
             raise ValueError(f"fp16_param_groups has {len(fp16_param_groups)} groups but the optimizer has "
                              f"{len(self.param_groups)}")
-        for group_index, group in enumerate(self.param_groups):
-            params, grads, copies, steps = [], [], [], []
-            states = {key: [] for key in self.STATE_KEYS}
-            for param_index, param in enumerate(group["params"]):
-                if param.grad is None:
-                    continue
-                self._check_grad(param, param.grad, group_index, param_index)
-                state = self.state[param] or self._init_state(param)
-                state["step"] += 1
-                params.append(param)
-                grads.append(param.grad)
-                steps.append(int(state["step"]))
-                for key in self.STATE_KEYS:
-                    states[key].append(state[key])
-                if fp16_param_groups is not None:
-                    copies.append(fp16_param_groups[group_index][param_index])
-            if params:
-                self.update_group(group, params, grads, [states[k] for k in self.STATE_KEYS], copies, steps)
-        return loss
+        copies = []
+        for group_index, members in enumerate(live):
+            group_copies = [fp16_param_groups[group_index][param_index] for param_index, _ in members]
+            for (param_index, param), target in zip(members, group_copies):
+                if target.device != param.device or target.shape != param.shape or not target.is_contiguous() \
+                        or target.dtype not in SUPPORTED_DTYPES:
+                    raise ValueError(f"fp16_param_groups[{group_index}][{param_index}] must be a contiguous "
+                                     f"float32/bfloat16/float16 tensor shaped like its param {tuple(param.shape)} "
+                                     f"on {param.device}")
+            copies.append(group_copies)
+        return copies
 
     @abc.abstractmethod
     def update_group(self, group: dict, params: list, grads: list, states: list, copies: list, steps: list) -> None:
         """Apply the op to one param group's tensors (states in STATE_KEYS order)."""
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch.optim casts every state tensor to its param's dtype on load, which would
-        round fp32 optimizer states of a bf16 / fp16 param; reload them at full precision."""
+        """Load a state dict of this optimizer or of its torch.optim twin (AdamW, Adagrad).
+
+        Hyperparameters the saved groups lack take this optimizer's defaults. torch.optim
+        casts every state tensor to its param's dtype, which would round the fp32 states of
+        a bf16 / fp16 param, so those are reloaded at full precision."""
         saved_ids = [pid for group in state_dict["param_groups"] for pid in group["params"]]
         full_precision = {pid: {k: v for k, v in state_dict["state"].get(pid, {}).items() if k in self.STATE_KEYS}
                           for pid in saved_ids}
         super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         params = [p for group in self.param_groups for p in group["params"]]
         for pid, param in zip(saved_ids, params):
             for key, value in full_precision[pid].items():
