@@ -166,7 +166,9 @@ class OpBuilder(abc.ABC):
         level is compiled in and chosen at run time.)"""
         digest = hashlib.sha256()
         for path in self._hashed_files():
-            digest.update(path.relative_to(CSRC).as_posix().encode())
+            # Named relative to csrc/ so a checkout and an install of the same sources agree.
+            name = path.relative_to(CSRC) if path.is_relative_to(CSRC) else path
+            digest.update(name.as_posix().encode())
             digest.update(path.read_bytes())
         cuda = self.with_cuda()
         digest.update(json.dumps([
