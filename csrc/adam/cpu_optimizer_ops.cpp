@@ -125,7 +125,7 @@ void cpu_adam_step(at::TensorList params, at::TensorList grads, at::TensorList e
     const double bc1 = bias_correction_on ? 1.0 - std::pow(beta1, double(steps[i])) : 1.0;
     const double bc2 = bias_correction_on ? 1.0 - std::pow(beta2, double(steps[i])) : 1.0;
     coeffs[i] = AdamCoeffs{float(beta1), float(1.0 - beta1), float(beta2), float(1.0 - beta2), float(eps),
-                           float(-lr / bc1), float(std::sqrt(bc2)), adamw_mode ? 0.0f : float(weight_decay),
+                           float(-lr / bc1), float(1.0 / std::sqrt(bc2)), adamw_mode ? 0.0f : float(weight_decay),
                            adamw_mode ? float(1.0 - lr * weight_decay) : 1.0f};
   }
   const Kernels k = kernels_for(checked_simd_level());

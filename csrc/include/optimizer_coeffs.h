@@ -9,7 +9,7 @@ struct AdamCoeffs {
   float beta2, one_minus_beta2;
   float eps;
   float neg_step_size;          // -lr / (1 - beta1^step), or -lr without bias correction
-  float bias_correction2_sqrt;  // sqrt(1 - beta2^step), or 1
+  float inv_bias_correction2_sqrt;  // 1 / sqrt(1 - beta2^step), or 1: a multiply, not a divide
   float l2;                     // Adam: weight decay added to the gradient, else 0
   float decay;                  // AdamW: 1 - lr * weight_decay applied to the param, else 1
 };

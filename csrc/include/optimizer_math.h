@@ -26,7 +26,7 @@ DS_INLINE void adam_update(V& param, V grad, V& exp_avg, V& exp_avg_sq, const ::
   if (c.decay != 1.0f) param = param * V(c.decay);
   exp_avg = V(c.beta1) * exp_avg + V(c.one_minus_beta1) * grad;
   exp_avg_sq = V(c.beta2) * exp_avg_sq + V(c.one_minus_beta2) * (grad * grad);
-  const V denom = ds_sqrt(exp_avg_sq) / V(c.bias_correction2_sqrt) + V(c.eps);
+  const V denom = ds_sqrt(exp_avg_sq) * V(c.inv_bias_correction2_sqrt) + V(c.eps);
   param = param + V(c.neg_step_size) * (exp_avg / denom);
 }
 

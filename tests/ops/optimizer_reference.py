@@ -17,14 +17,14 @@ def adam_reference(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps
                    bias_correction=True, adamw_mode=True):
     """Updates fp32 tensors in place (callers widen low-precision tensors first)."""
     bc1 = 1 - beta1**step if bias_correction else 1.0
-    bc2_sqrt = math.sqrt(1 - beta2**step) if bias_correction else 1.0
+    inv_bc2_sqrt = 1 / math.sqrt(1 - beta2**step) if bias_correction else 1.0
     if not adamw_mode and weight_decay:
         grad = grad + param * weight_decay
     if adamw_mode and weight_decay:
         param.mul_(1 - lr * weight_decay)
     exp_avg.copy_(exp_avg * beta1 + grad * (1 - beta1))
     exp_avg_sq.copy_(exp_avg_sq * beta2 + (grad * grad) * (1 - beta2))
-    denom = exact_sqrt(exp_avg_sq) / bc2_sqrt + eps
+    denom = exact_sqrt(exp_avg_sq) * inv_bc2_sqrt + eps
     param.copy_(param + (exp_avg / denom) * (-lr / bc1))
 
 

@@ -13,7 +13,7 @@ class DeepSpeedCPULion(CPUOptimizer):
 
     STATE_KEYS = ("exp_avg",)
 
-    def __init__(self, model_params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
+    def __init__(self, model_params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay: float = 0, fp32_optimizer_states: bool = True) -> None:
         if not 0.0 <= betas[0] <= 1.0 or not 0.0 <= betas[1] <= 1.0:
             raise ValueError(f"betas must be in [0, 1], got {betas}")

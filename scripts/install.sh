@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything deepspeed_ext needs on a Debian/Ubuntu machine that has only Python:
+# a C++ compiler, PyTorch (CPU build 2.13.0 unless TORCH_SPEC names another), and this
+# package in editable mode with its test extras. Safe to run again; it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+
+if ! command -v g++ >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "deepspeed_ext needs a C++ compiler: install g++ (or set CXX) and run this again" >&2
+    exit 1
+  fi
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq g++ >/dev/null
+fi
+
+# Torch first and pinned: the package builds against whatever torch is installed, and an
+# unpinned requirement would pull a multi-GB CUDA build.
+"$PYTHON" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+"$PYTHON" -m pip install -q --no-build-isolation -e ".[test]"
