@@ -23,7 +23,7 @@ except ImportError:
     sys.exit("deepspeed_ext compiles against the installed PyTorch: install torch first "
              "(e.g. pip install torch==2.13.0), then pip install --no-build-isolation .")
 
-from op_builder import ALL_OPS  # noqa: E402
+from op_builder import ALL_OPS
 
 
 def requested(builder, build_all: bool) -> bool:

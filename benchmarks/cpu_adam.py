@@ -85,7 +85,7 @@ def best_step_times(numel: int, repeats: int) -> dict[str, float]:
         try:
             optimizers[name] = make()
             optimizers[name].step()  # allocates state, loads the op
-        except Exception as error:  # a peer that will not build is reported, not fatal
+        except Exception as error:  # noqa: BLE001 - a peer that will not build is reported, not fatal
             print(f"  {name}: unavailable ({type(error).__name__}: {str(error).splitlines()[0][:100]})")
     best = {name: float("inf") for name in optimizers}
     for _ in range(repeats):

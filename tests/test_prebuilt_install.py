@@ -30,7 +30,7 @@ def pip_install_target(target, **env_overrides):
         if name not in env_overrides:
             env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "pip", "install", "-v", "--no-build-isolation", "--no-deps",
-                           "--target", str(target), str(ROOT)], env=env, capture_output=True, text=True)
+                           "--target", str(target), str(ROOT)], env=env, capture_output=True, text=True, check=False)
 
 
 def run_installed(target, code, cache):

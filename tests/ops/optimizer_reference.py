@@ -3,8 +3,6 @@ the same order as csrc/include/optimizer_math.h, so the kernels must match them 
 
 import math
 
-import torch
-
 
 def exact_sqrt(x):
     """Correctly rounded fp32 sqrt (as sqrtss / vsqrtps compute it). torch.sqrt on the CPU is

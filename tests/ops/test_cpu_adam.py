@@ -63,7 +63,7 @@ def test_adam_bit_exact_with_reference(simd_level, dtype, fp32_states, bias_corr
     master = [p.detach().float().clone() for p in params]
     moments = [(torch.zeros_like(m), torch.zeros_like(m)) for m in master]
     state_dtype = torch.float32 if fp32_states else dtype
-    hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.05)
+    hyper = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.05}
     ours = DeepSpeedCPUAdam(params, lr=hyper["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
                             bias_correction=bias_correction, fp32_optimizer_states=fp32_states)
     for step in range(1, 4):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .cpu_optimizer import CPUOptimizer
 
@@ -21,7 +21,7 @@ class DeepSpeedCPUAdagrad(CPUOptimizer):
             raise ValueError("DeepSpeedCPUAdagrad does not implement amsgrad")
         if lr < 0 or eps < 0 or weight_decay < 0:
             raise ValueError(f"lr, eps and weight_decay must be non-negative, got {lr}, {eps}, {weight_decay}")
-        super().__init__(model_params, dict(lr=lr, eps=eps, weight_decay=weight_decay), fp32_optimizer_states)
+        super().__init__(model_params, {"lr": lr, "eps": eps, "weight_decay": weight_decay}, fp32_optimizer_states)
 
     def update_group(self, group, params, grads, states, copies, steps) -> None:
         self.ops.cpu_adagrad_step(params, grads, states[0], copies, group["lr"], group["eps"], group["weight_decay"])

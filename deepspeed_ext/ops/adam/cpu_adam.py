@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .cpu_optimizer import CPUOptimizer
 
@@ -27,8 +27,8 @@ class DeepSpeedCPUAdam(CPUOptimizer):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         if lr < 0 or eps < 0 or weight_decay < 0:
             raise ValueError(f"lr, eps and weight_decay must be non-negative, got {lr}, {eps}, {weight_decay}")
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
-                        amsgrad=False, adamw_mode=adamw_mode)
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                    "bias_correction": bias_correction, "amsgrad": False, "adamw_mode": adamw_mode}
         super().__init__(model_params, defaults, fp32_optimizer_states)
         self.adamw_mode = adamw_mode
 

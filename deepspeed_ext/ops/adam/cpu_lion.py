@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .cpu_optimizer import CPUOptimizer
 
@@ -19,7 +19,7 @@ class DeepSpeedCPULion(CPUOptimizer):
             raise ValueError(f"betas must be in [0, 1], got {betas}")
         if lr < 0 or weight_decay < 0:
             raise ValueError(f"lr and weight_decay must be non-negative, got {lr}, {weight_decay}")
-        super().__init__(model_params, dict(lr=lr, betas=betas, weight_decay=weight_decay), fp32_optimizer_states)
+        super().__init__(model_params, {"lr": lr, "betas": betas, "weight_decay": weight_decay}, fp32_optimizer_states)
 
     def update_group(self, group, params, grads, states, copies, steps) -> None:
         beta1, beta2 = group["betas"]

@@ -4,7 +4,7 @@ layout (torch.optim's keys), the per-group call into the op, and loading checkpo
 from __future__ import annotations
 
 import abc
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -62,8 +62,8 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
         return state
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None,
-             fp16_param_groups: Optional[Sequence[Sequence[torch.Tensor]]] = None):
+    def step(self, closure: Callable | None = None,
+             fp16_param_groups: Sequence[Sequence[torch.Tensor]] | None = None):
         """One optimizer step over every param with a gradient.
 
         fp16_param_groups: per param group, one tensor per param that receives the
