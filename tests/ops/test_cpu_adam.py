@@ -243,6 +243,20 @@ def test_state_dict_moves_between_cpu_adam_and_torch_adamw():
     assert int(swapped_ours.state[params[0]]["step"]) == 6
 
 
+def test_loads_integer_steps_as_deepspeed_saves_them():
+    params, reference = make_params([50]), make_params([50])
+    ours = DeepSpeedCPUAdam(params, lr=1e-2)
+    theirs = DeepSpeedCPUAdam(reference, lr=1e-2)
+    train_pair(ours, theirs, params, reference, steps=2)
+    saved = copy.deepcopy(ours.state_dict())
+    saved["state"][0]["step"] = 2
+    restored = DeepSpeedCPUAdam(params, lr=1e-2)
+    restored.load_state_dict(saved)
+    train_pair(restored, theirs, params, reference, steps=2)
+    assert torch.equal(params[0].data, reference[0].data)
+    assert int(restored.state[params[0]]["step"]) == 4
+
+
 def test_fp32_states_of_bf16_params_survive_a_state_dict_round_trip():
     (param,) = make_params([513], torch.bfloat16)
     optimizer = DeepSpeedCPUAdam([param], lr=1e-2)

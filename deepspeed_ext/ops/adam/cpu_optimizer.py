@@ -41,15 +41,17 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
             raise ValueError(f"{where} is not a contiguous dense tensor; pass param.contiguous() instead")
 
     def _check_grad(self, param: torch.Tensor, grad: torch.Tensor, group_index: int, param_index: int) -> None:
-        where = self._where(group_index, param_index)
         if grad.is_sparse:
-            raise RuntimeError(f"{where} has a sparse gradient; this optimizer needs dense gradients "
-                               "(torch.optim.SparseAdam handles sparse ones)")
-        if grad.device != param.device or grad.dtype != param.dtype or grad.shape != param.shape:
-            raise ValueError(f"{where}: grad ({grad.dtype}, {tuple(grad.shape)}, {grad.device}) does not match "
-                             f"the param ({param.dtype}, {tuple(param.shape)}, {param.device})")
-        if not grad.is_contiguous():
-            raise ValueError(f"{where} has a non-contiguous gradient; make it contiguous before step()")
+            problem = "has a sparse gradient; this optimizer needs dense gradients (torch.optim.SparseAdam handles them)"
+        elif grad.device != param.device or grad.dtype != param.dtype or grad.shape != param.shape:
+            problem = (f"has a grad ({grad.dtype}, {tuple(grad.shape)}, {grad.device}) that does not match "
+                       f"the param ({param.dtype}, {tuple(param.shape)}, {param.device})")
+        elif not grad.is_contiguous():
+            problem = "has a non-contiguous gradient; make it contiguous before step()"
+        else:
+            return  # the common case builds no message
+        error = RuntimeError if grad.is_sparse else ValueError
+        raise error(f"{self._where(group_index, param_index)} {problem}")
 
     def _state_dtype(self, param: torch.Tensor) -> torch.dtype:
         return torch.float32 if self.fp32_optimizer_states else param.dtype
@@ -86,8 +88,7 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
                 continue
             params = [param for _, param in members]
             states = [self.state[param] or self._init_state(param) for param in params]
-            for state in states:
-                state["step"] += 1
+            torch._foreach_add_([state["step"] for state in states], 1)  # one call, not one per param
             self.update_group(group, params, [p.grad for p in params],
                               [[state[key] for state in states] for key in self.STATE_KEYS],
                               group_copies, [int(state["step"]) for state in states])
@@ -121,7 +122,8 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
 
         Hyperparameters the saved groups lack take this optimizer's defaults. torch.optim
         casts every state tensor to its param's dtype, which would round the fp32 states of
-        a bf16 / fp16 param, so those are reloaded at full precision."""
+        a bf16 / fp16 param, so those are reloaded at full precision. An integer step (as
+        DeepSpeed's CPU Adam saves it) becomes a tensor, as torch.optim keeps it."""
         saved_ids = [pid for group in state_dict["param_groups"] for pid in group["params"]]
         full_precision = {pid: {k: v for k, v in state_dict["state"].get(pid, {}).items() if k in self.STATE_KEYS}
                           for pid in saved_ids}
@@ -131,5 +133,8 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
                 group.setdefault(key, value)
         params = [p for group in self.param_groups for p in group["params"]]
         for pid, param in zip(saved_ids, params):
+            state = self.state[param]
+            if "step" in state and not torch.is_tensor(state["step"]):  # DeepSpeed's own CPU Adam saves an int
+                state["step"] = torch.tensor(float(state["step"]))
             for key, value in full_precision[pid].items():
-                self.state[param][key] = value.to(dtype=self._state_dtype(param), device=param.device).contiguous()
+                state[key] = value.to(dtype=self._state_dtype(param), device=param.device).contiguous()
