@@ -2,6 +2,11 @@
 
 import ctypes
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +120,53 @@ def test_cpu_adam_builder_describes_itself():
     assert extension.name == builder.prebuilt_module()
     assert "-ffp-contract=off" in extension.extra_compile_args["cxx"]
     assert not any(flag.startswith("-march") for flag in builder.cxx_args())  # run-time dispatch instead
+
+
+# A source whose compilation takes a few seconds, so a build can be caught halfway.
+SLOW_SOURCE = """
+constexpr long spin(long n) { long s = 0; for (long i = 0; i < n; ++i) s += i % 7; return s; }
+extern "C" long tiny_answer() { constexpr long v = spin(1500000); return v > 0 ? 42 : 0; }
+"""
+SLOW_FLAGS = ["-fconstexpr-ops-limit=1000000000", "-fconstexpr-loop-limit=1000000000"]
+BUILD_IN_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from ops.test_op_builder import SLOW_FLAGS, TinyBuilder
+builder = TinyBuilder(Path({folder!r}), SLOW_FLAGS)
+builder.jit_load()
+print(builder.loaded().source)
+"""
+
+
+def _child(tiny):
+    code = BUILD_IN_CHILD.format(tests=str(Path(__file__).resolve().parents[1]), folder=str(tiny.folder))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_concurrent_builds_of_one_op_build_once(tiny):
+    (tiny.folder / "tiny.cpp").write_text(SLOW_SOURCE)
+    children = [_child(tiny) for _ in range(2)]
+    sources = sorted(child.communicate(timeout=300)[0].strip() for child in children)
+    assert [child.returncode for child in children] == [0, 0]
+    assert sources == ["jit-build", "jit-cache"]
+
+
+@pytest.mark.slow
+def test_build_killed_halfway_does_not_block_the_next(tiny):
+    (tiny.folder / "tiny.cpp").write_text(SLOW_SOURCE)
+    slow = TinyBuilder(tiny.folder, SLOW_FLAGS)
+    victim = _child(tiny)
+    deadline = time.monotonic() + 60
+    while not (slow.build_directory() / "lock").exists():
+        assert time.monotonic() < deadline, "the child build never started"
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    survivor = _child(tiny)
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert out.strip() == "jit-build"
+    assert "removing the lock of an interrupted build" in err
