@@ -248,10 +248,10 @@ class OpBuilder(abc.ABC):
         library = directory / f"{self.library_name()}.so"
         complete = directory / "build.ok"
         source = "jit-cache"
-        if not complete.exists():
+        if not (complete.exists() and library.exists()):
             directory.mkdir(parents=True, exist_ok=True)
             with _exclusive_lock(directory.with_suffix(".lock")):
-                if not complete.exists():
+                if not (complete.exists() and library.exists()):
                     self._build(directory, verbose)
                     complete.write_text(str(library))
                     source = "jit-build"

@@ -64,6 +64,9 @@ def test_jit_build_then_cache(tiny):
     tiny.jit_load()
     assert tiny.loaded().source == "jit-cache"
     assert tiny.loaded().path == built.path
+    os.remove(built.path)  # a cache that lost its library is rebuilt, not trusted
+    tiny.jit_load()
+    assert tiny.loaded().source == "jit-build"
 
 
 def test_edited_source_is_rebuilt_not_reused(tiny):
@@ -170,3 +173,25 @@ def test_build_killed_halfway_does_not_block_the_next(tiny):
     assert survivor.returncode == 0, err
     assert out.strip() == "jit-build"
     assert "removing the lock of an interrupted build" in err
+
+
+def test_prebuilt_library_from_other_sources_is_reported_stale(tmp_path, monkeypatch, capsys):
+    import importlib.machinery
+
+    from deepspeed_ext.env_report import cli_main
+    from deepspeed_ext.ops.op_builder import builder as builder_module
+
+    package = tmp_path / "fake_prebuilt"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (package / f"cpu_adam_0123456789abcdef{suffix}").write_bytes(b"")  # a build from other sources
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(builder_module, "PREBUILT_PACKAGE", "fake_prebuilt")
+    builder = CPUAdamBuilder()
+    assert builder.prebuilt_path() is None
+    assert builder.installed_status() == "stale"
+    cli_main([])
+    out = capsys.readouterr().out
+    assert "cpu_adam ............... [STALE]" in out
+    assert "it will be JIT-built instead" in out
