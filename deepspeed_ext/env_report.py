@@ -28,7 +28,8 @@ def _color(text: str, code: str) -> str:
     return f"\033[{code}m{text}\033[0m" if sys.stdout.isatty() else text
 
 
-OKAY, NO, FAIL, STALE = _color("[OKAY]", "92"), _color("[NO]", "93"), _color("[FAIL]", "91"), _color("[STALE]", "93")
+OKAY, YES, NO = _color("[OKAY]", "92"), _color("[YES]", "92"), _color("[NO]", "93")
+FAIL, STALE = _color("[FAIL]", "91"), _color("[STALE]", "93")
 
 
 def nvcc_version() -> str | None:
@@ -117,7 +118,7 @@ def print_report(report: dict[str, Any], hide_operator_status: bool, hide_errors
         print(_dotted("op name", "installed .. compatible", OP_COLUMN))
         print(RULE)
         for name, op in report["ops"].items():
-            installed = {"yes": OKAY, "stale": STALE}.get(op["installed_status"], NO)
+            installed = {"yes": YES, "stale": STALE}.get(op["installed_status"], NO)
             print(_dotted(name, f"{installed} {'.' * 7} {OKAY if op['compatible'] else NO}", OP_COLUMN))
             if not hide_errors_and_warnings and op["reason"]:
                 print(f" [WARNING]  {name}: {op['reason']}")

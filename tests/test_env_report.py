@@ -15,7 +15,7 @@ def test_report_lists_ops_and_environment(capsys):
     out = capsys.readouterr().out
     assert "ninja .................. [OKAY]" in out
     assert "op name ................ installed .. compatible" in out
-    assert "cpu_adam ............... [NO] ....... [OKAY]" in out or "cpu_adam ............... [OKAY]" in out
+    assert "cpu_adam ............... [NO] ....... [OKAY]" in out
     for label in ("torch install path", "torch version", "deepspeed_ext install path", "nvcc version",
                   "shared memory (/dev/shm) size", "cpu simd level"):
         assert label in out

@@ -58,15 +58,14 @@ def _widened_states(state, keys):
 @pytest.mark.parametrize("bias_correction", [True, False])
 def test_adam_bit_exact_with_reference(simd_level, dtype, fp32_states, bias_correction):
     """The kernel rounds exactly where the reference does: params and states agree bit for bit."""
-    sizes = [1, 22, 127, 1024, 70_001]
-    params = make_params(sizes, dtype)
+    params = make_params(SIZES, dtype)
     master = [p.detach().float().clone() for p in params]
     moments = [(torch.zeros_like(m), torch.zeros_like(m)) for m in master]
     state_dtype = torch.float32 if fp32_states else dtype
     hyper = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.05}
     ours = DeepSpeedCPUAdam(params, lr=hyper["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
                             bias_correction=bias_correction, fp32_optimizer_states=fp32_states)
-    for step in range(1, 4):
+    for step in range(1, STEPS + 1):
         set_grads(params, step)
         ours.step()
         for p, m, (exp_avg, exp_avg_sq) in zip(params, master, moments):
@@ -82,22 +81,23 @@ def test_adam_bit_exact_with_reference(simd_level, dtype, fp32_states, bias_corr
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
-def test_adagrad_matches_reference_and_torch(simd_level, dtype):
-    sizes = [1, 22, 127, 1024, 70_001]
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adagrad_matches_reference_and_torch(simd_level, dtype, weight_decay):
+    sizes = SIZES
     params, reference = make_params(sizes, dtype), [p.detach().float().clone() for p in make_params(sizes, dtype)]
     sums = [torch.zeros_like(r) for r in reference]
-    ours = DeepSpeedCPUAdagrad(params, lr=1e-2, weight_decay=0.01)
+    ours = DeepSpeedCPUAdagrad(params, lr=1e-2, weight_decay=weight_decay)
     for step in range(STEPS):
         set_grads(params, step)
         ours.step()
         for p, r, s in zip(params, reference, sums):
-            adagrad_reference(r, p.grad.float(), s, lr=1e-2, eps=1e-10, weight_decay=0.01)
+            adagrad_reference(r, p.grad.float(), s, lr=1e-2, eps=1e-10, weight_decay=weight_decay)
             r.copy_(r.to(dtype).float())
     for p, r in zip(params, reference):
         assert torch.equal(p.detach(), r.to(dtype))
     if dtype == torch.float32:
         torch_params = make_params(sizes)
-        theirs = torch.optim.Adagrad(torch_params, lr=1e-2, weight_decay=0.01, eps=1e-10, foreach=False)
+        theirs = torch.optim.Adagrad(torch_params, lr=1e-2, weight_decay=weight_decay, eps=1e-10, foreach=False)
         for step in range(STEPS):
             set_grads(torch_params, step)
             theirs.step()
@@ -108,7 +108,7 @@ def test_adagrad_matches_reference_and_torch(simd_level, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_lion_matches_reference(simd_level, dtype, weight_decay):
-    sizes = [1, 22, 127, 1024, 70_001]
+    sizes = SIZES
     params, reference = make_params(sizes, dtype), [p.detach().float().clone() for p in make_params(sizes, dtype)]
     momenta = [torch.zeros_like(r) for r in reference]
     ours = DeepSpeedCPULion(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=weight_decay)
