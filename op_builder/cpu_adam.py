@@ -11,6 +11,7 @@ class CPUAdamBuilder(OpBuilder):
     def sources(self) -> list[str]:
         return [
             "adam/cpu_optimizer_ops.cpp",
+            "adam/cpu_optimizer_dispatch.cpp",
             "adam/cpu_optimizer_scalar.cpp",
             "adam/cpu_optimizer_avx2.cpp",
             "adam/cpu_optimizer_avx512.cpp",
