@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepspeed_ext.ops.adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion
-from deepspeed_ext.ops.adam.cpu_optimizer_op import cpu_optimizer_ops
+from deepspeed_ext.ops.adam.cpu_optimizer import cpu_optimizer_ops
 from deepspeed_ext.ops.op_builder import SIMD_LEVELS, cpu_simd_level
 
 from .optimizer_reference import adagrad_reference, adam_reference, lion_reference

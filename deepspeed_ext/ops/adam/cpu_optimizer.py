@@ -8,16 +8,23 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from .cpu_optimizer_op import cpu_optimizer_ops
+from deepspeed_ext.ops.op_builder import CPUAdamBuilder
+from deepspeed_ext.ops.op_loading import load_mutating_ops
+
+from .optimizer_state import TorchCompatibleState
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+OP_NAMES = ("cpu_adam_step", "cpu_adagrad_step", "cpu_lion_step")
 
 
-class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
+def cpu_optimizer_ops():
+    """torch.ops.deepspeed_ext with the CPU optimizer ops loaded (prebuilt or JIT)."""
+    return load_mutating_ops(CPUAdamBuilder, OP_NAMES)
+
+
+class CPUOptimizer(TorchCompatibleState, torch.optim.Optimizer, abc.ABC):
     """Base class: a subclass names its state tensors (STATE_KEYS) and calls its op in
     update_group()."""
-
-    STATE_KEYS: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable, defaults: dict, fp32_optimizer_states: bool) -> None:
         super().__init__(params, defaults)
@@ -116,25 +123,3 @@ class CPUOptimizer(torch.optim.Optimizer, abc.ABC):
     @abc.abstractmethod
     def update_group(self, group: dict, params: list, grads: list, states: list, copies: list, steps: list) -> None:
         """Apply the op to one param group's tensors (states in STATE_KEYS order)."""
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Load a state dict of this optimizer or of its torch.optim twin (AdamW, Adagrad).
-
-        Hyperparameters the saved groups lack take this optimizer's defaults. torch.optim
-        casts every state tensor to its param's dtype, which would round the fp32 states of
-        a bf16 / fp16 param, so those are reloaded at full precision. An integer step (as
-        DeepSpeed's CPU Adam saves it) becomes a tensor, as torch.optim keeps it."""
-        saved_ids = [pid for group in state_dict["param_groups"] for pid in group["params"]]
-        full_precision = {pid: {k: v for k, v in state_dict["state"].get(pid, {}).items() if k in self.STATE_KEYS}
-                          for pid in saved_ids}
-        super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
-        params = [p for group in self.param_groups for p in group["params"]]
-        for pid, param in zip(saved_ids, params):
-            state = self.state[param]
-            if "step" in state and not torch.is_tensor(state["step"]):  # DeepSpeed's own CPU Adam saves an int
-                state["step"] = torch.tensor(float(state["step"]))
-            for key, value in full_precision[pid].items():
-                state[key] = value.to(dtype=self._state_dtype(param), device=param.device).contiguous()
