@@ -46,6 +46,9 @@ COMMON_CXX_ARGS = [
     # changes no result; it only lets sqrt compile to one instruction.
     "-ffp-contract=off",
     "-fno-math-errno",
+    # Ops register through static initialisers and export nothing; hidden symbols keep two
+    # op libraries that compile the same kernels from binding to each other's copies.
+    "-fvisibility=hidden",
 ]
 
 

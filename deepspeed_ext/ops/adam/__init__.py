@@ -3,5 +3,6 @@
 from .cpu_adagrad import DeepSpeedCPUAdagrad
 from .cpu_adam import DeepSpeedCPUAdam
 from .cpu_lion import DeepSpeedCPULion
+from .fused_adam import FusedAdam
 
-__all__ = ["DeepSpeedCPUAdagrad", "DeepSpeedCPUAdam", "DeepSpeedCPULion"]
+__all__ = ["DeepSpeedCPUAdagrad", "DeepSpeedCPUAdam", "DeepSpeedCPULion", "FusedAdam"]
