@@ -60,28 +60,34 @@ def deepspeed_cpu_adam():
     return PeerCPUAdam
 
 
-def make_optimizers(numel: int) -> dict:
-    """name -> a function that builds (optimizer, param) for one candidate."""
+def fresh_params(sizes: list[int]) -> list[torch.nn.Parameter]:
+    """fp32 params of the given sizes, each with a gradient."""
+    params = [torch.nn.Parameter(torch.randn(n)) for n in sizes]
+    for p in params:
+        p.grad = torch.randn(p.shape)
+    return params
 
-    def param():
-        p = torch.nn.Parameter(torch.randn(numel))
-        p.grad = torch.randn(numel)
-        return p
 
-    makers = {
-        "deepspeed_ext": lambda: DeepSpeedCPUAdam([param()], lr=1e-3),
-        "torch foreach": lambda: torch.optim.AdamW([param()], lr=1e-3, weight_decay=0, foreach=True),
-        "torch fused": lambda: torch.optim.AdamW([param()], lr=1e-3, weight_decay=0, fused=True),
+def torch_adamw_makers(sizes: list[int]) -> dict:
+    """The torch.optim.AdamW peers, each a function building its optimizer on fresh params."""
+    return {
+        "torch foreach": lambda: torch.optim.AdamW(fresh_params(sizes), lr=1e-3, weight_decay=0, foreach=True),
+        "torch fused": lambda: torch.optim.AdamW(fresh_params(sizes), lr=1e-3, weight_decay=0, fused=True),
     }
+
+
+def make_optimizers(sizes: list[int]) -> dict:
+    makers = {"deepspeed_ext": lambda: DeepSpeedCPUAdam(fresh_params(sizes), lr=1e-3), **torch_adamw_makers(sizes)}
     peer = deepspeed_cpu_adam()
     if peer is not None:
-        makers["deepspeed"] = lambda: peer([param()], lr=1e-3)
+        makers["deepspeed"] = lambda: peer(fresh_params(sizes), lr=1e-3)
     return makers
 
 
-def best_step_times(numel: int, repeats: int) -> dict[str, float]:
+def best_step_times(makers: dict, repeats: int) -> dict[str, float]:
+    """Best step time of each candidate; they take turns so noise hits all of them alike."""
     optimizers = {}
-    for name, make in make_optimizers(numel).items():
+    for name, make in makers.items():
         try:
             optimizers[name] = make()
             optimizers[name].step()  # allocates state, loads the op
@@ -131,7 +137,7 @@ def main() -> None:
               f"-> bound {bound / 1e6:.0f} Mparams/s")
         print(header)
         for numel in (parse_size(s) for s in args.sizes.split(",")):
-            best = best_step_times(numel, args.repeats)
+            best = best_step_times(make_optimizers([numel]), args.repeats)
             fused = numel / best["torch fused"]
             for name, seconds in best.items():
                 rate = numel / seconds

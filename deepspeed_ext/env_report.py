@@ -133,11 +133,17 @@ def print_report(report: dict[str, Any], hide_operator_status: bool, hide_errors
         print(_dotted(label, str([value]) if "path" in label else str(value), ENV_COLUMN))
 
 
-def build_all(as_json: bool) -> int:
-    """JIT-build every compatible op now; print each build's time and whether it came from cache."""
+def build_all(as_json: bool, require_cuda: bool = False) -> int:
+    """JIT-build every compatible op now; print each build's time and whether it came from
+    cache. With require_cuda, an op with CUDA sources that would build without them fails."""
     results, failed = {}, False
     for name, builder_class in ALL_OPS.items():
         builder = builder_class()
+        if require_cuda and builder.cuda_sources() and not builder.with_cuda():
+            results[name], failed = {"status": "failed", "error": (
+                f"--cuda needs a CUDA build of torch and nvcc (torch.version.cuda={torch.version.cuda}, "
+                f"nvcc={shutil.which('nvcc')})")}, True
+            continue
         if not builder.is_compatible():
             results[name] = {"status": "skipped", "reason": builder.incompatible_reason}
             continue
@@ -147,7 +153,8 @@ def build_all(as_json: bool) -> int:
             results[name], failed = {"status": "failed", "error": str(error)}, True
             continue
         loaded = builder.loaded()
-        results[name] = {"status": loaded.source, "seconds": round(loaded.seconds, 3), "path": loaded.path}
+        results[name] = {"status": loaded.source, "seconds": round(loaded.seconds, 3), "path": loaded.path,
+                         "cuda": builder.with_cuda()}
     if as_json:
         print(json.dumps({"build": results}, indent=2))
     else:
@@ -165,9 +172,11 @@ def cli_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hide_errors_and_warnings", action="store_true", help="omit reasons and warnings")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--build", action="store_true", help="JIT-build every compatible op now and time it")
+    parser.add_argument("--cuda", action="store_true",
+                        help="with --build: fail unless every op with CUDA sources builds them (nvcc + CUDA torch)")
     args = parser.parse_args(argv)
     if args.build:
-        sys.exit(build_all(args.json))
+        sys.exit(build_all(args.json, require_cuda=args.cuda))
     report = collect()
     if args.json:
         print(json.dumps(report, indent=2))

@@ -82,6 +82,18 @@ def cxx_compiler() -> str:
     return os.environ.get("CXX", "c++")
 
 
+def cuda_home() -> str | None:
+    """The CUDA toolkit to build with: $CUDA_HOME / $CUDA_PATH, else the first of nvcc's
+    parent folder and /usr/local/cuda that holds cuda_runtime.h. (torch stops at nvcc's
+    parent, which is wrong when nvcc on PATH is a wrapper script in /usr/local/bin.)"""
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    nvcc = shutil.which("nvcc")
+    candidates = ([str(Path(nvcc).resolve().parent.parent)] if nvcc else []) + ["/usr/local/cuda"]
+    return next((c for c in candidates if (Path(c) / "include" / "cuda_runtime.h").exists()), None)
+
+
 def build_cache_root() -> Path:
     """Where JIT builds live: $TORCH_EXTENSIONS_DIR (PyTorch's own variable) or ~/.cache."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
@@ -150,7 +162,13 @@ class OpBuilder(abc.ABC):
         return problem is None
 
     def with_cuda(self) -> bool:
-        return bool(self.cuda_sources()) and torch.version.cuda is not None and shutil.which("nvcc") is not None
+        return bool(self.cuda_sources()) and torch.version.cuda is not None and cuda_home() is not None
+
+    def _point_torch_at_cuda(self) -> None:
+        if self.with_cuda():
+            from torch.utils import cpp_extension
+
+            cpp_extension.CUDA_HOME = cuda_home()
 
     # ---- identity of the binary -------------------------------------------------
     def _absolute(self, relative: list[str]) -> list[str]:
@@ -176,7 +194,7 @@ class OpBuilder(abc.ABC):
         cuda = self.with_cuda()
         digest.update(json.dumps([
             self.NAME, self.cxx_args(), self.extra_ldflags(), self.include_paths(),
-            self.nvcc_args() if cuda else None, compiler_identity("nvcc") if cuda else None,
+            self.nvcc_args() if cuda else None, compiler_identity(str(Path(cuda_home()) / "bin" / "nvcc")) if cuda else None,
             torch.__version__, torch.version.git_version, torch._C._GLIBCXX_USE_CXX11_ABI,
             torch.version.cuda, compiler_identity(cxx_compiler()),
         ]).encode())
@@ -216,6 +234,7 @@ class OpBuilder(abc.ABC):
         """The setuptools extension setup.py compiles when DS_BUILD_OPS=1."""
         from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
+        self._point_torch_at_cuda()
         relative = [os.path.relpath(p) for p in self.all_sources()]
         includes = self._absolute(self.include_paths())
         if self.with_cuda():
@@ -272,6 +291,7 @@ class OpBuilder(abc.ABC):
             stale.unlink()
         if shutil.which("ninja") is None and importlib.util.find_spec("ninja") is None:
             raise OpBuildError(f"building op {self.NAME} needs ninja: pip install ninja")
+        self._point_torch_at_cuda()
         try:
             cpp_extension.load(
                 name=self.library_name(), sources=self.all_sources(), extra_cflags=self.cxx_args(),
