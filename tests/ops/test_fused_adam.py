@@ -10,7 +10,7 @@ from deepspeed_ext.ops.adam import FusedAdam
 from deepspeed_ext.ops.adam.fused_adam import fused_adam_ops
 
 from .optimizer_reference import adam_reference
-from .test_cpu_adam import SIZES, STEPS, make_params, set_grads, train_pair
+from .test_cpu_adam import SIZES, STEPS, check_state_dict_swap_with_adamw, make_params, set_grads, train_pair
 
 MIXED_SIZES = [*SIZES, 3, 4096, 65_537, 5]
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -81,18 +81,7 @@ def test_noop_flag_skips_the_whole_step():
 
 
 def test_state_dict_moves_between_fused_adam_and_torch_adamw():
-    params, reference = make_params([300, 7]), make_params([300, 7])
-    ours = FusedAdam(params, lr=1e-2, weight_decay=0.01)
-    theirs = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.01, foreach=False)
-    train_pair(ours, theirs, params, reference, steps=3)
-    swapped_ours = FusedAdam(params, lr=1e-2, weight_decay=0.01)
-    swapped_ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
-    swapped_theirs = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.01, foreach=False)
-    swapped_theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
-    train_pair(swapped_ours, swapped_theirs, params, reference, steps=3)
-    for p, q in zip(params, reference):
-        torch.testing.assert_close(p.data, q.data, rtol=1e-5, atol=1e-6)
-    assert int(swapped_ours.state[params[0]]["step"]) == 6
+    check_state_dict_swap_with_adamw(FusedAdam)
 
 
 def test_zero_grad_follows_set_grad_none():

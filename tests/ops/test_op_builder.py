@@ -12,7 +12,8 @@ import pytest
 
 from deepspeed_ext.ops.op_builder import CPUAdamBuilder, OpBuilder, OpBuildError
 
-TINY_SOURCE = 'extern "C" int tiny_answer() { return 42; }\n'
+EXPORT = 'extern "C" __attribute__((visibility("default")))'  # ops build with -fvisibility=hidden
+TINY_SOURCE = EXPORT + ' int tiny_answer() { return 42; }\n'
 
 
 class TinyBuilder(OpBuilder):
@@ -72,7 +73,7 @@ def test_jit_build_then_cache(tiny):
 def test_edited_source_is_rebuilt_not_reused(tiny):
     tiny.jit_load()
     first = tiny.loaded().path
-    (tiny.folder / "tiny.cpp").write_text('extern "C" int tiny_answer() { return 43; }\n')
+    (tiny.folder / "tiny.cpp").write_text(EXPORT + ' int tiny_answer() { return 43; }\n')
     tiny.jit_load()
     assert tiny.loaded().source == "jit-build"
     assert tiny.loaded().path != first

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .cpu_optimizer import CPUOptimizer
+from .hyperparameters import check_hyperparameters
 
 
 class DeepSpeedCPUAdagrad(CPUOptimizer):
@@ -17,10 +18,7 @@ class DeepSpeedCPUAdagrad(CPUOptimizer):
 
     def __init__(self, model_params: Iterable, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0,
                  amsgrad: bool = False, fp32_optimizer_states: bool = True) -> None:
-        if amsgrad:
-            raise ValueError("DeepSpeedCPUAdagrad does not implement amsgrad")
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"lr, eps and weight_decay must be non-negative, got {lr}, {eps}, {weight_decay}")
+        check_hyperparameters("DeepSpeedCPUAdagrad", lr, eps, weight_decay, amsgrad=amsgrad)
         super().__init__(model_params, {"lr": lr, "eps": eps, "weight_decay": weight_decay}, fp32_optimizer_states)
 
     def update_group(self, group, params, grads, states, copies, steps) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .cpu_optimizer import CPUOptimizer
+from .hyperparameters import check_hyperparameters
 
 
 class DeepSpeedCPUAdam(CPUOptimizer):
@@ -21,12 +22,7 @@ class DeepSpeedCPUAdam(CPUOptimizer):
     def __init__(self, model_params: Iterable, lr: float = 1e-3, bias_correction: bool = True,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0,
                  amsgrad: bool = False, adamw_mode: bool = True, fp32_optimizer_states: bool = True) -> None:
-        if amsgrad:
-            raise ValueError("DeepSpeedCPUAdam does not implement amsgrad; use torch.optim.Adam(amsgrad=True)")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"lr, eps and weight_decay must be non-negative, got {lr}, {eps}, {weight_decay}")
+        check_hyperparameters("DeepSpeedCPUAdam", lr, eps, weight_decay, betas, amsgrad)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                     "bias_correction": bias_correction, "amsgrad": False, "adamw_mode": adamw_mode}
         super().__init__(model_params, defaults, fp32_optimizer_states)

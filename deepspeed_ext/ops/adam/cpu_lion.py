@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .cpu_optimizer import CPUOptimizer
+from .hyperparameters import check_hyperparameters
 
 
 class DeepSpeedCPULion(CPUOptimizer):
@@ -15,10 +16,7 @@ class DeepSpeedCPULion(CPUOptimizer):
 
     def __init__(self, model_params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay: float = 0, fp32_optimizer_states: bool = True) -> None:
-        if not 0.0 <= betas[0] <= 1.0 or not 0.0 <= betas[1] <= 1.0:
-            raise ValueError(f"betas must be in [0, 1], got {betas}")
-        if lr < 0 or weight_decay < 0:
-            raise ValueError(f"lr and weight_decay must be non-negative, got {lr}, {weight_decay}")
+        check_hyperparameters("DeepSpeedCPULion", lr, weight_decay=weight_decay, betas=betas, beta_may_be_one=True)
         super().__init__(model_params, {"lr": lr, "betas": betas, "weight_decay": weight_decay}, fp32_optimizer_states)
 
     def update_group(self, group, params, grads, states, copies, steps) -> None:

@@ -10,6 +10,7 @@ import torch
 from deepspeed_ext.ops.op_builder import FusedAdamBuilder
 from deepspeed_ext.ops.op_loading import load_mutating_ops
 
+from .hyperparameters import check_hyperparameters
 from .optimizer_state import TorchCompatibleState
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -34,12 +35,7 @@ class FusedAdam(TorchCompatibleState, torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, bias_correction: bool = True,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, adam_w_mode: bool = True,
                  weight_decay: float = 0.0, amsgrad: bool = False, set_grad_none: bool = True) -> None:
-        if amsgrad:
-            raise ValueError("FusedAdam does not implement amsgrad; use torch.optim.Adam(amsgrad=True)")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"lr, eps and weight_decay must be non-negative, got {lr}, {eps}, {weight_decay}")
+        check_hyperparameters("FusedAdam", lr, eps, weight_decay, betas, amsgrad)
         defaults = {"lr": lr, "bias_correction": bias_correction, "betas": betas, "eps": eps,
                     "weight_decay": weight_decay, "adam_w_mode": adam_w_mode}
         super().__init__(params, defaults)
