@@ -65,6 +65,7 @@ def collect() -> dict[str, Any]:
             "installed_status": builder.installed_status(),
             "compatible": compatible,
             "reason": builder.incompatible_reason,
+            "cuda": builder.with_cuda(),
             "loaded_from": loaded.source if loaded else None,
         }
     try:
@@ -84,6 +85,8 @@ def collect() -> dict[str, Any]:
             "nvcc version": nvcc_version(),
             "deepspeed_ext wheel compiled w.": _prebuilt_summary(ops),
             "shared memory (/dev/shm) size": shm_size_gb(),
+            "ops with CUDA kernels": ", ".join(n for n, op in ops.items() if op["cuda"]) or (
+                "none (torch has no CUDA)" if torch.version.cuda is None else "none (no CUDA toolkit found)"),
             "cpu simd level": simd,
             "cpu simd supported": supported_simd_level(),
             "DS_SIMD": os.environ.get("DS_SIMD"),

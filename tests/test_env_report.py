@@ -1,9 +1,12 @@
 """ds_report: the table and environment sections, --json, --build, and the checkout script."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from deepspeed_ext.env_report import cli_main
 
@@ -35,6 +38,8 @@ def test_json_report_parses(capsys, monkeypatch):
     assert report["ops"]["cpu_adam"]["compatible"] is True
     assert report["environment"]["cpu simd level"] == "scalar"
     assert report["environment"]["DS_SIMD"] == "scalar"
+    assert report["ops"]["fused_adam"]["cuda"] is (torch.version.cuda is not None and shutil.which("nvcc") is not None)
+    assert "ops with CUDA kernels" in report["environment"]
 
 
 def test_build_reports_each_op(capsys):
