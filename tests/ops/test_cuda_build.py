@@ -23,8 +23,22 @@ pytestmark = [
 ]
 
 
+VENV_GB = 8  # torch 2.14.1+cu130 with its CUDA libraries installs to about 5.5 GB
+
+
+def cuda_venv_path() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("DS_CUDA_VENV") or Path(cache) / "deepspeed_ext" / "cuda-torch-venv")
+
+
 @pytest.fixture(scope="module")
 def cuda_python():
+    venv = cuda_venv_path()
+    if not venv.exists():
+        existing = next(p for p in [venv, *venv.parents] if p.exists())
+        free_gb = shutil.disk_usage(existing).free / 2**30
+        if free_gb < VENV_GB:
+            pytest.skip(f"only {free_gb:.1f} GB free for the CUDA torch venv at {venv} (needs {VENV_GB} GB)")
     made = subprocess.run(["bash", str(ROOT / "scripts/cuda_torch_venv.sh")], capture_output=True, text=True,
                           check=False)
     assert made.returncode == 0, made.stderr[-3000:]
