@@ -1,0 +1,228 @@
+"""The DeepSpeed JSON config: load it (dict, file or JSON text), check every section with
+DeepSpeed's keys and defaults, and infer the batch sizes.
+
+    config = DeepSpeedConfig("ds_config.json", world_size=2)
+    config.train_batch_size, config.fp16.enabled, config.zero_optimization.offload_optimizer.device
+
+Errors are ConfigError (a ValueError) naming the full key path, with the closest valid key
+for a typo. A key DeepSpeed knows but this project does not act on yet is accepted with a
+warning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .config_schema import ConfigError, Key, Schema, check_section
+from .lr_schedules import SCHEDULES
+
+MONITOR = Schema({
+    "enabled": Key(False, bool),
+    "output_path": Key("", str),
+    "job_name": Key("DeepSpeedJobName", str),
+})
+
+FP16 = Schema({
+    "enabled": Key(False, bool),
+    "auto_cast": Key(False, bool),
+    "loss_scale": Key(0.0, float, minimum=0.0),  # 0: dynamic loss scaling
+    "initial_scale_power": Key(16, int, minimum=0),
+    "loss_scale_window": Key(1000, int, minimum=1),
+    "hysteresis": Key(2, int, minimum=1),
+    "consecutive_hysteresis": Key(False, bool),
+    "min_loss_scale": Key(1.0, float, minimum=0.0),
+}, unused=frozenset({"fp16_master_weights_and_grads"}))
+
+BF16 = Schema({"enabled": Key(False, bool)}, unused=frozenset({"immediate_grad_update", "check_grad_overflow"}))
+
+OPTIMIZER = Schema({
+    "type": Key(None, str),
+    "params": Key({}, dict),
+}, unused=frozenset({"legacy_fusion"}))
+
+SCHEDULER = Schema({
+    "type": Key(None, str, choices=tuple(SCHEDULES)),
+    "params": Key({}, dict),
+})
+
+OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+OFFLOAD_OPTIMIZER = Schema({
+    "device": Key("none", str, choices=OFFLOAD_DEVICES),
+    "nvme_path": Key(None, str),
+    "pin_memory": Key(False, bool),
+    "buffer_count": Key(4, int, minimum=1),
+    "fast_init": Key(False, bool),
+    "ratio": Key(1.0, float, minimum=0.0),
+})
+OFFLOAD_PARAM = Schema({
+    "device": Key("none", str, choices=OFFLOAD_DEVICES),
+    "nvme_path": Key(None, str),
+    "pin_memory": Key(False, bool),
+    "buffer_count": Key(5, int, minimum=1),
+    "buffer_size": Key(100_000_000, int, minimum=1),
+    "max_in_cpu": Key(1_000_000_000, int, minimum=0),
+})
+
+ZERO = Schema({
+    "stage": Key(0, int, choices=(0, 1, 2, 3)),
+    "contiguous_gradients": Key(True, bool),
+    "overlap_comm": Key(None, bool),  # DeepSpeed: True at stage 3, else False
+    "reduce_scatter": Key(True, bool),
+    "reduce_bucket_size": Key(500_000_000, int, minimum=1),
+    "allgather_partitions": Key(True, bool),
+    "allgather_bucket_size": Key(500_000_000, int, minimum=1),
+    "round_robin_gradients": Key(False, bool),
+    "sub_group_size": Key(1_000_000_000, int, minimum=1),
+    "offload_optimizer": Key(None, OFFLOAD_OPTIMIZER),
+    "offload_param": Key(None, OFFLOAD_PARAM),
+    "stage3_prefetch_bucket_size": Key(50_000_000, int, minimum=0),
+    "stage3_param_persistence_threshold": Key(100_000, int, minimum=0),
+    "stage3_max_live_parameters": Key(1_000_000_000, int, minimum=0),
+    "stage3_max_reuse_distance": Key(1_000_000_000, int, minimum=0),
+    "stage3_gather_16bit_weights_on_model_save": Key(False, bool,
+                                                     aliases=("stage3_gather_fp16_weights_on_model_save",)),
+    "zero_quantized_weights": Key(False, bool),
+    "zero_quantized_gradients": Key(False, bool),
+    "zero_hpz_partition_size": Key(1, int, minimum=1),
+    "ignore_unused_parameters": Key(True, bool),
+}, unused=frozenset({"load_from_fp32_weights", "elastic_checkpoint", "legacy_stage1", "memory_efficient_linear",
+                     "mics_shard_size", "mics_hierarchical_params_gather", "use_multi_rank_bucket_allreduce",
+                     "zero_quantized_nontrainable_weights", "pipeline_loading_checkpoint", "override_module_apply",
+                     "log_trace_cache_warnings", "stage3_module_granularity_threshold", "use_all_reduce_for_fetch_params",
+                     "module_granularity_threshold", "stage3_use_all_reduce_for_fetch_params", "cpu_offload",
+                     "cpu_offload_params", "cpu_offload_use_pin_memory", "offload_optimizer_config"}))
+
+AIO = Schema({
+    "block_size": Key(1_048_576, int, minimum=1),
+    "queue_depth": Key(8, int, minimum=1),
+    "intra_op_parallelism": Key(1, int, minimum=1, aliases=("thread_count",)),
+    "single_submit": Key(False, bool),
+    "overlap_events": Key(True, bool),
+}, unused=frozenset({"use_gds"}))
+
+BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+
+TOP = Schema({
+    "train_batch_size": Key(None, int, minimum=1),
+    "train_micro_batch_size_per_gpu": Key(None, int, minimum=1),
+    "gradient_accumulation_steps": Key(None, int, minimum=1),
+    "optimizer": Key(None, OPTIMIZER),
+    "scheduler": Key(None, SCHEDULER),
+    "fp16": Key(None, FP16),
+    "bf16": Key(None, BF16, aliases=("bfloat16",)),
+    "gradient_clipping": Key(0.0, float, minimum=0.0),
+    "steps_per_print": Key(10, int, minimum=1),
+    "wall_clock_breakdown": Key(False, bool),
+    "memory_breakdown": Key(False, bool),
+    "dataloader_drop_last": Key(False, bool),
+    "prescale_gradients": Key(False, bool),
+    "gradient_predivide_factor": Key(1.0, float, minimum=0.0),
+    "zero_optimization": Key(None, ZERO),
+    "zero_allow_untested_optimizer": Key(False, bool),
+    "zero_force_ds_cpu_optimizer": Key(True, bool),
+    "aio": Key(None, AIO),
+    "csv_monitor": Key(None, MONITOR),
+    "tensorboard": Key(None, MONITOR),
+    "sparse_attention": Key({}, dict),
+}, unused=frozenset({
+    "activation_checkpointing", "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity",
+    "pipeline", "checkpoint", "data_efficiency", "curriculum_learning", "compression_training", "nebula",
+    "amp", "communication_data_type", "seq_parallel_communication_data_type", "sparse_gradients",
+    "progressive_layer_drop", "eigenvalue", "quantize_training", "data_types", "timers", "graph_harvesting",
+    "dump_state", "disable_allgather", "fp32_reduce_scatter", "zero_force_ds_cpu_optimizer_warning", "gradient_accumulation_dtype",
+    "torch_autocast", "compile", "weight_quantization", "hybrid_engine", "use_data_before_expert_parallelism",
+}))
+
+
+def load_config(source: dict | str | Path) -> dict:
+    """The config as a dict, from a dict (copied), a JSON file path, or JSON text.
+    A key given twice in one object is an error, as in DeepSpeed."""
+    if isinstance(source, dict):
+        return json.loads(json.dumps(source))
+    text, origin = None, "config"
+    if isinstance(source, Path) or not str(source).lstrip().startswith("{"):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"DeepSpeed config file not found: {path}")
+        text, origin = path.read_text(), str(path)
+    else:
+        text = str(source)
+    try:
+        loaded = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{origin} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") \
+            from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{origin} must hold a JSON object at the top level")
+    return loaded
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"config key '{key}' appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def resolve_batch_sizes(train: int | None, micro: int | None, accumulation: int | None,
+                        world_size: int) -> tuple[int, int, int]:
+    """DeepSpeed's rule: train_batch_size = micro batch per GPU x accumulation steps x world
+    size. Any two determine the third; one alone sets accumulation to 1."""
+    if train is not None and micro is not None and accumulation is not None:
+        pass
+    elif train is not None and micro is not None:
+        accumulation = train // (micro * world_size)
+    elif train is not None and accumulation is not None:
+        micro = train // (world_size * accumulation)
+    elif micro is not None and accumulation is not None:
+        train = micro * accumulation * world_size
+    elif train is not None:
+        accumulation, micro = 1, train // world_size
+    elif micro is not None:
+        accumulation, train = 1, micro * world_size
+    else:
+        raise ConfigError("either train_batch_size or train_micro_batch_size_per_gpu must be given")
+    if micro < 1 or accumulation < 1 or train != micro * accumulation * world_size:
+        raise ConfigError(
+            f"batch sizes do not fit together: train_batch_size ({train}) must equal "
+            f"train_micro_batch_size_per_gpu ({micro}) x gradient_accumulation_steps ({accumulation}) "
+            f"x world size ({world_size})")
+    return train, micro, accumulation
+
+
+class DeepSpeedConfig(SimpleNamespace):
+    """The checked config: every section an attribute with all its keys (defaults filled)."""
+
+    def __init__(self, source: dict | str | Path, world_size: int = 1) -> None:
+        raw = load_config(source)
+        super().__init__(**vars(check_section(raw, TOP, "")))
+        self.raw = raw
+        self.world_size = world_size
+        self.train_batch_size, self.train_micro_batch_size_per_gpu, self.gradient_accumulation_steps = \
+            resolve_batch_sizes(self.train_batch_size, self.train_micro_batch_size_per_gpu,
+                                self.gradient_accumulation_steps, world_size)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        if self.fp16.enabled and self.bf16.enabled:
+            raise ConfigError("fp16.enabled and bf16.enabled are both true; choose one")
+        zero = self.zero_optimization
+        if zero.overlap_comm is None:
+            zero.overlap_comm = zero.stage == 3
+        if zero.offload_param.device != "none" and zero.stage != 3:
+            raise ConfigError(f"zero_optimization.offload_param needs stage 3, got stage {zero.stage}")
+        if zero.offload_optimizer.device != "none" and zero.stage == 0:
+            raise ConfigError("zero_optimization.offload_optimizer needs a ZeRO stage of 1 to 3, got stage 0")
+        for name in ("offload_optimizer", "offload_param"):
+            section = getattr(zero, name)
+            if section.device == "nvme" and not section.nvme_path:
+                raise ConfigError(f"zero_optimization.{name}.nvme_path is required with device 'nvme'")
+        if self.optimizer.params and self.optimizer.type is None:
+            raise ConfigError("optimizer.params is given without optimizer.type")
+        if self.scheduler.params and self.scheduler.type is None:
+            raise ConfigError("scheduler.params is given without scheduler.type")
