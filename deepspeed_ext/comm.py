@@ -1,0 +1,107 @@
+"""A thin layer over torch.distributed: setting up the process group (from the launcher's
+environment, from an MPI launcher's, or as a single process) and nothing home-made."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch.distributed as dist
+
+from . import accelerator
+
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
+# (rank, world size, local rank) as Open MPI and MPICH / Intel MPI name them
+MPI_ENV = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+           ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"))
+
+
+def discover_mpi_env(distributed_port: int = 29500) -> dict[str, str] | None:
+    """The launcher variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) of a
+    process started by mpirun, or None when MPI did not start it. Without MASTER_ADDR, rank
+    0's host is shared through mpi4py."""
+    for rank_var, size_var, local_var in MPI_ENV:
+        if rank_var in os.environ and size_var in os.environ:
+            break
+    else:
+        return None
+    size = int(os.environ[size_var])
+    master = os.environ.get("MASTER_ADDR")
+    if master is None:
+        master = "127.0.0.1" if size == 1 else _rank0_host_via_mpi4py(size)
+    return {
+        "RANK": os.environ[rank_var], "WORLD_SIZE": str(size), "LOCAL_RANK": os.environ.get(local_var, "0"),
+        "MASTER_ADDR": master, "MASTER_PORT": os.environ.get("MASTER_PORT", str(distributed_port)),
+    }
+
+
+def _rank0_host_via_mpi4py(size: int) -> str:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise RuntimeError(
+            f"started by MPI with {size} ranks but MASTER_ADDR is not set, and mpi4py (which would find rank 0's "
+            "host) is not installed: export MASTER_ADDR=<rank 0's address> (and MASTER_PORT), or pip install mpi4py"
+        ) from None
+    host = socket.gethostbyname(socket.gethostname()) if MPI.COMM_WORLD.Get_rank() == 0 else None
+    return MPI.COMM_WORLD.bcast(host, root=0)
+
+
+def init_distributed(dist_backend: str | None = None, auto_mpi_discovery: bool = True,
+                     distributed_port: int = 29500, verbose: bool = True, timeout: timedelta = timedelta(minutes=30),
+                     init_method: str | None = None, dist_init_required: bool | None = None, rank: int = -1,
+                     world_size: int = -1) -> None:
+    """Join (or create) the default process group, as deepspeed.init_distributed does.
+
+    Reuses a group that already exists. Otherwise the rank and world come from, in order:
+    the rank / world_size arguments, the launcher's environment (deepspeed, torchrun), an
+    MPI launcher's environment, or nothing at all: a single process needs no environment.
+    The backend is NCCL on CUDA and gloo on the CPU unless dist_backend says otherwise.
+    """
+    if dist.is_initialized():
+        return
+    if dist_init_required is False:
+        raise RuntimeError("dist_init_required=False, but torch.distributed is not initialized: "
+                           "call torch.distributed.init_process_group first, or leave dist_init_required unset")
+    backend = dist_backend or accelerator.communication_backend()
+    if rank < 0 and not all(name in os.environ for name in LAUNCHER_ENV):
+        found = discover_mpi_env(distributed_port) if auto_mpi_discovery else None
+        if found:
+            os.environ.update(found)
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            missing = [name for name in LAUNCHER_ENV if name not in os.environ]
+            raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: "
+                               "start the script with the deepspeed launcher, torchrun or mpirun")
+        else:
+            _init_single_process(backend, timeout, verbose)
+            return
+    if rank >= 0:
+        kwargs = {"rank": rank, "world_size": world_size, "init_method": init_method or "env://"}
+    else:
+        kwargs = {"init_method": init_method or "env://"}
+    if verbose:
+        print(f"[deepspeed_ext] initializing torch.distributed ({backend}): rank "
+              f"{rank if rank >= 0 else os.environ['RANK']} of {world_size if rank >= 0 else os.environ['WORLD_SIZE']}")
+    dist.init_process_group(backend, timeout=timeout, **kwargs)
+
+
+def _init_single_process(backend: str, timeout: timedelta, verbose: bool) -> None:
+    """A group of one, on an in-memory store: no port to find, nothing to configure."""
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(name, value)
+    if verbose:
+        print(f"[deepspeed_ext] initializing torch.distributed ({backend}) as a single process")
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def get_local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
