@@ -3,6 +3,7 @@ environment, from an MPI launcher's, or as a single process) and nothing home-ma
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 from datetime import timedelta
@@ -76,6 +77,7 @@ def init_distributed(dist_backend: str | None = None, auto_mpi_discovery: bool =
         else:
             _init_single_process(backend, timeout, verbose)
             return
+    atexit.register(_destroy_at_exit)
     if rank >= 0:
         kwargs = {"rank": rank, "world_size": world_size, "init_method": init_method or "env://"}
     else:
@@ -90,9 +92,17 @@ def _init_single_process(backend: str, timeout: timedelta, verbose: bool) -> Non
     """A group of one, on an in-memory store: no port to find, nothing to configure."""
     for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(name, value)
+    atexit.register(_destroy_at_exit)
     if verbose:
         print(f"[deepspeed_ext] initializing torch.distributed ({backend}) as a single process")
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+
+
+def _destroy_at_exit() -> None:
+    """gloo's threads abort a process that exits with its group alive ("terminate called
+    without an active exception"); scripts rarely tear the group down themselves."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def get_rank() -> int:

@@ -19,6 +19,7 @@ total = torch.tensor([float(dist.get_rank() + 1)])
 dist.all_reduce(total)
 print(json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(), "backend": dist.get_backend(),
                   "sum": total.item()}))
+# no destroy_process_group(): init_distributed tears the group down at exit
 """
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMPI_COMM_WORLD_RANK",
                "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID")
