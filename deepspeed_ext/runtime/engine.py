@@ -1,0 +1,222 @@
+"""DeepSpeedEngine: the conductor of a training step. It owns the module and hands each job
+to a small part: the config (config.py), mixed precision (precision.py), the optimizer
+(optimizers.py), gradient averaging (gradients.py) and the LR schedule (lr_schedules.py).
+
+    loss = engine(batch); engine.backward(loss); engine.step()
+
+backward() scales the loss (fp16) and divides it by the accumulation steps; step() acts at
+the accumulation boundary: average gradients across ranks, unscale and check for overflow,
+clip, step the optimizer and the schedule, zero the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from .. import accelerator, comm
+from .config import DeepSpeedConfig
+from .config_schema import ConfigError
+from .gradients import all_reduce_gradients
+from .lr_schedules import build_schedule
+from .optimizers import build_optimizer
+from .precision import LossScaler, MasterWeights, has_overflow
+
+
+class DeepSpeedEngine(torch.nn.Module):
+    """What deepspeed_ext.initialize returns first. Attributes it does not have fall through
+    to the wrapped module."""
+
+    def __init__(self, model: torch.nn.Module, config, optimizer=None, model_parameters=None, training_data=None,
+                 lr_scheduler=None, collate_fn=None, dist_init_required=None) -> None:
+        super().__init__()
+        comm.init_distributed(dist_init_required=dist_init_required, verbose=False)
+        self.world_size, self.global_rank, self.local_rank = comm.get_world_size(), comm.get_rank(), comm.get_local_rank()
+        self.device = accelerator.current_device()
+        self.config = DeepSpeedConfig(config, world_size=self.world_size)
+        if self.config.zero_optimization.stage > 0:
+            raise ConfigError(f"zero_optimization.stage {self.config.zero_optimization.stage} is not available in "
+                              "deepspeed_ext yet (ZeRO stages 1-3 are being built); use stage 0")
+        self.module = model.to(self.device, dtype=self._model_dtype())
+        groups = _param_groups(model_parameters if model_parameters is not None else self.module.parameters())
+        trainable = list({id(p): p for group in groups for p in group["params"]}.values())
+        self.masters = MasterWeights(trainable) if self._model_dtype() != torch.float32 else None
+        if self.masters is not None:  # the optimizer steps the fp32 masters
+            groups = [{**g, "params": self.masters.of(g["params"])} for g in groups]
+        self.optimizer = self._make_optimizer(optimizer, groups)
+        self.lr_scheduler = self._make_scheduler(lr_scheduler)
+        fp16 = self.config.fp16
+        self.loss_scaler = LossScaler(fp16.loss_scale, fp16.initial_scale_power, fp16.loss_scale_window,
+                                      fp16.hysteresis, fp16.consecutive_hysteresis, fp16.min_loss_scale) \
+            if fp16.enabled else None
+        self.training_dataloader = self.deepspeed_io(training_data, collate_fn) if training_data is not None else None
+        self.global_steps = self.global_samples = self.micro_steps = self.skipped_steps = 0
+        self._step_applied = False
+        self._grad_norm: float | None = None
+        self._trainable = trainable
+        self._last_print = time.perf_counter()
+        self._losses: list[float] = []
+
+    # ---- construction -------------------------------------------------------------
+    def _model_dtype(self) -> torch.dtype:
+        if self.config.fp16.enabled:
+            return torch.float16
+        return torch.bfloat16 if self.config.bf16.enabled else torch.float32
+
+    def _make_optimizer(self, optimizer, params):
+        section = self.config.optimizer
+        if optimizer is not None and section.type is not None:
+            raise ConfigError("an optimizer was passed to initialize() and the config has an 'optimizer' section; "
+                              "give one of them")
+        if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+            return optimizer(params)
+        if optimizer is not None:
+            if self.masters is not None:  # the client built it on the low-precision params: step the fp32 masters
+                for group in optimizer.param_groups:
+                    group["params"] = self.masters.of(group["params"])
+            return optimizer
+        if section.type is None:
+            raise ConfigError("no optimizer: pass one to initialize() or add an 'optimizer' section to the config")
+        return build_optimizer(section.type, params, section.params, self.device)
+
+    def _make_scheduler(self, lr_scheduler):
+        section = self.config.scheduler
+        if lr_scheduler is not None and section.type is not None:
+            raise ConfigError("an lr_scheduler was passed to initialize() and the config has a 'scheduler' section; "
+                              "give one of them")
+        if callable(lr_scheduler) and not hasattr(lr_scheduler, "step"):
+            return lr_scheduler(self.optimizer)
+        if lr_scheduler is not None or section.type is None:
+            return lr_scheduler
+        return build_schedule(section.type, self.optimizer, section.params)
+
+    def deepspeed_io(self, dataset, collate_fn=None) -> torch.utils.data.DataLoader:
+        """A loader of micro-batches, each rank reading its own shard of the dataset."""
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=self.world_size, rank=self.global_rank) \
+            if self.world_size > 1 else torch.utils.data.RandomSampler(dataset)
+        return torch.utils.data.DataLoader(dataset, batch_size=self.config.train_micro_batch_size_per_gpu,
+                                           sampler=sampler, collate_fn=collate_fn,
+                                           drop_last=self.config.dataloader_drop_last)
+
+    # ---- the step -----------------------------------------------------------------
+    def forward(self, *inputs, **kwargs):
+        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.config.fp16.auto_cast \
+            else contextlib.nullcontext()
+        with autocast:
+            return self.module(*inputs, **kwargs)
+
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        """Backpropagate the loss of one micro-batch (scaled for fp16, divided by the
+        accumulation steps so the accumulated gradient is the batch mean)."""
+        self._losses.append(loss.detach().float().item())
+        scaled = loss.float() / self.gradient_accumulation_steps()
+        if self.loss_scaler is not None:
+            scaled = scaled * self.loss_scaler.scale
+        scaled.backward(retain_graph=retain_graph)
+        return loss
+
+    def is_gradient_accumulation_boundary(self) -> bool:
+        return (self.micro_steps + 1) % self.gradient_accumulation_steps() == 0
+
+    def step(self) -> None:
+        """Count the micro-batch; at the accumulation boundary, update the model."""
+        if self.is_gradient_accumulation_boundary():
+            self._take_optimizer_step()
+        self.micro_steps += 1
+        self.global_samples += self.train_micro_batch_size_per_gpu() * self.world_size
+
+    def _take_optimizer_step(self) -> None:
+        zero = self.config.zero_optimization
+        all_reduce_gradients(self._trainable, self.world_size, zero.reduce_bucket_size,
+                             self.config.prescale_gradients, self.config.gradient_predivide_factor)
+        inverse_scale = 1.0 / self.loss_scaler.scale if self.loss_scaler else 1.0
+        if self.masters is not None:
+            self.masters.grads_to_masters(inverse_scale)
+            stepped = self.masters.masters
+        else:
+            stepped = self._trainable
+        overflow = self.loss_scaler is not None and has_overflow([p.grad for p in stepped if p.grad is not None])
+        if self.loss_scaler is not None:
+            self.loss_scaler.update(overflow)
+        self._step_applied = not overflow
+        if overflow:
+            self.skipped_steps += 1
+        else:
+            self._grad_norm = self._clip(stepped)
+            self.optimizer.step()
+            if self.masters is not None:
+                self.masters.masters_to_model()
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+        for param in self._trainable + (self.masters.masters if self.masters else []):
+            param.grad = None
+        self.global_steps += 1
+        if self.global_steps % self.config.steps_per_print == 0:
+            self._print_progress()
+
+    def _clip(self, params) -> float:
+        """The global gradient norm, after clipping it to gradient_clipping when that is set."""
+        with_grads = [p for p in params if p.grad is not None]
+        if not with_grads:
+            return 0.0
+        if self.config.gradient_clipping > 0:
+            return float(torch.nn.utils.clip_grad_norm_(with_grads, self.config.gradient_clipping))
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in with_grads])))
+
+    def _print_progress(self) -> None:
+        now = time.perf_counter()
+        samples = self.config.train_batch_size * self.config.steps_per_print
+        loss = sum(self._losses) / max(len(self._losses), 1)
+        self._losses.clear()
+        if self.global_rank == 0:
+            scale = f", loss scale {self.loss_scaler.scale:g}" if self.loss_scaler else ""
+            print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
+                  f"{samples / (now - self._last_print):.1f} samples/s, skipped {self.skipped_steps}")
+        self._last_print = now
+
+    # ---- what DeepSpeed users query -------------------------------------------------
+    def train_batch_size(self) -> int:
+        return self.config.train_batch_size
+
+    def train_micro_batch_size_per_gpu(self) -> int:
+        return self.config.train_micro_batch_size_per_gpu
+
+    def gradient_accumulation_steps(self) -> int:
+        return self.config.gradient_accumulation_steps
+
+    def zero_optimization_stage(self) -> int:
+        return self.config.zero_optimization.stage
+
+    def fp16_enabled(self) -> bool:
+        return self.config.fp16.enabled
+
+    def bfloat16_enabled(self) -> bool:
+        return self.config.bf16.enabled
+
+    def get_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_global_grad_norm(self) -> float | None:
+        return self._grad_norm
+
+    def was_step_applied(self) -> bool:
+        return self._step_applied
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            module = super().__getattr__("module")
+            if hasattr(module, name):
+                return getattr(module, name)
+            raise AttributeError(f"neither DeepSpeedEngine nor the wrapped {type(module).__name__} has '{name}'") \
+                from None
+
+
+def _param_groups(model_parameters) -> list[dict]:
+    """model_parameters (tensors or param-group dicts) as groups of trainable params."""
+    items = list(model_parameters)
+    groups = items if items and isinstance(items[0], dict) else [{"params": items}]
+    return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
