@@ -12,11 +12,15 @@ clip, step the optimizer and the schedule, zero the gradients.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from pathlib import Path
 
 import torch
 
 from .. import accelerator, comm
+from ..version import __version__
+from . import checkpoint
 from .config import DeepSpeedConfig
 from .config_schema import ConfigError
 from .gradients import all_reduce_gradients
@@ -175,6 +179,69 @@ class DeepSpeedEngine(torch.nn.Module):
             print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
                   f"{samples / (now - self._last_print):.1f} samples/s, skipped {self.skipped_steps}")
         self._last_print = now
+
+    # ---- checkpoints ----------------------------------------------------------------
+    _RESERVED_KEYS = frozenset({"module", "optimizer", "lr_scheduler", "fp32_master_weights", "loss_scaler",
+                                "global_steps", "global_samples", "micro_steps", "skipped_steps", "ds_config",
+                                "ds_version"})
+
+    def save_checkpoint(self, save_dir: str | os.PathLike, tag=None, client_state: dict | None = None,
+                        save_latest: bool = True) -> bool:
+        """Save everything a resumed run needs (see runtime/checkpoint.py for the layout);
+        the client_state keys are stored beside the engine's and returned by load_checkpoint."""
+        client_state = client_state or {}
+        clashing = sorted(self._RESERVED_KEYS & set(client_state))
+        if clashing:
+            raise ValueError(f"client_state keys {clashing} clash with the engine's own checkpoint keys")
+        states = {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "fp32_master_weights": [m.detach() for m in self.masters.masters] if self.masters else None,
+            "loss_scaler": self.loss_scaler.state_dict() if self.loss_scaler else None,
+            "global_steps": self.global_steps, "global_samples": self.global_samples,
+            "micro_steps": self.micro_steps, "skipped_steps": self.skipped_steps,
+            "ds_config": self.config.raw, "ds_version": __version__,
+            **client_state,
+        }
+        checkpoint.save(save_dir, str(tag) if tag is not None else f"global_step{self.global_steps}", states,
+                        self.global_rank, save_latest)
+        return True
+
+    def load_checkpoint(self, load_dir: str | os.PathLike, tag=None, load_module_strict: bool = True,
+                        load_optimizer_states: bool = True, load_lr_scheduler_states: bool = True,
+                        load_module_only: bool = False):
+        """Load a checkpoint (the `latest` one unless tag is given): returns (its path, the
+        client_state saved with it), or (None, None) with a warning when there is none."""
+        folder = checkpoint.resolve(load_dir, tag)
+        if folder is None:
+            return None, None
+        states, rng = checkpoint.load_states(folder, self.global_rank)
+        self.module.load_state_dict(states["module"], strict=load_module_strict)
+        if self.masters is not None:
+            saved_masters = states.get("fp32_master_weights")
+            with torch.no_grad():
+                for index, (param, master) in enumerate(zip(self.masters.model_params, self.masters.masters)):
+                    master.copy_(saved_masters[index] if saved_masters and not load_module_only else param)
+        if not load_module_only:
+            if load_optimizer_states:
+                self.optimizer.load_state_dict(states["optimizer"])
+            if load_lr_scheduler_states and self.lr_scheduler is not None and states["lr_scheduler"] is not None:
+                self.lr_scheduler.load_state_dict(states["lr_scheduler"])
+            if self.loss_scaler is not None and states["loss_scaler"] is not None:
+                self.loss_scaler.load_state_dict(states["loss_scaler"])
+            for counter in ("global_steps", "global_samples", "micro_steps", "skipped_steps"):
+                setattr(self, counter, states[counter])
+            if rng is not None:
+                checkpoint.restore_rng_states(rng)
+        return str(folder), {k: v for k, v in states.items() if k not in self._RESERVED_KEYS}
+
+    def save_16bit_model(self, save_dir: str | os.PathLike, save_filename: str = "pytorch_model.bin") -> bool:
+        """Save the module's weights in the dtype it trains in (fp16 / bf16, or fp32)."""
+        if self.global_rank == 0:
+            os.makedirs(save_dir, exist_ok=True)
+            checkpoint.atomic_torch_save(self.module.state_dict(), Path(save_dir) / save_filename)
+        return True
 
     # ---- what DeepSpeed users query -------------------------------------------------
     def train_batch_size(self) -> int:
