@@ -13,9 +13,10 @@ import torch.distributed as dist
 from . import accelerator
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
-# (rank, world size, local rank) as Open MPI and MPICH / Intel MPI name them
+# (rank, world size, local rank) as Open MPI, MPICH / Intel MPI and Slurm's srun name them
 MPI_ENV = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
-           ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"))
+           ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+           ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
 
 
 def discover_mpi_env(distributed_port: int = 29500) -> dict[str, str] | None:

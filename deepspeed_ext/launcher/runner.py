@@ -1,0 +1,133 @@
+"""The `deepspeed` command: pick hosts and slots, then start one launch.py per node, locally
+or through pdsh / mpirun / mpiexec / srun.
+
+    deepspeed [--hostfile H] [--include ...|--exclude ...] [--num_nodes N] [--num_gpus G]
+              [--master_addr A] [--master_port P] [--launcher pdsh|openmpi|mpich|slurm]
+              script.py [script args]
+
+Without a hostfile the run is local: --num_gpus (alias --num_accelerators) ranks, one per
+GPU, or on a machine without GPUs, that many CPU worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import launch, multinode
+from .hostfile import parse_hostfile, select_resources
+
+DEFAULT_HOSTFILE = "/job/hostfile"
+ENV_FILE = ".deepspeed_env"
+LAUNCHERS = ("pdsh", "openmpi", "mpich", "slurm")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deepspeed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-H", "--hostfile", default=DEFAULT_HOSTFILE, help="'<host> slots=<count>' per line")
+    p.add_argument("-i", "--include", default="", help="host[:slot,slot][@host...] to use")
+    p.add_argument("-e", "--exclude", default="", help="host[:slot,slot][@host...] to leave out")
+    p.add_argument("--num_nodes", type=int, default=-1)
+    p.add_argument("--num_gpus", "--num_accelerators", dest="num_gpus", type=int, default=-1)
+    p.add_argument("--master_addr", default="")
+    p.add_argument("--master_port", type=int, default=29500)
+    p.add_argument("--launcher", default="pdsh", choices=LAUNCHERS)
+    p.add_argument("--launcher_args", default="")
+    p.add_argument("--force_multi", action="store_true", help="use the multi-node launcher even for one node")
+    p.add_argument("--no_ssh", action="store_true", help="start this node's ranks only (with --node_rank)")
+    p.add_argument("--node_rank", type=int, default=-1)
+    p.add_argument("--module", action="store_true", help="the script is a module name (python -m)")
+    p.add_argument("--no_python", action="store_true", help="run the script itself, not through python")
+    p.add_argument("--no_local_rank", action="store_true", help="do not pass --local_rank to the script")
+    p.add_argument("--enable_each_rank_log", default=None, help="folder for one log file per rank")
+    p.add_argument("--bind_cores_to_rank", action="store_true", help="pin each rank to its share of the CPUs")
+    p.add_argument("user_script")
+    p.add_argument("user_args", nargs=argparse.REMAINDER)
+    return p
+
+
+def env_file_variables() -> dict[str, str]:
+    """KEY=VAL lines of ~/.deepspeed_env then ./.deepspeed_env (the name can be changed
+    with DS_ENV_FILE); the later file wins."""
+    name = os.environ.get("DS_ENV_FILE", ENV_FILE)
+    variables = {}
+    for folder in (Path.home(), Path.cwd()):
+        path = folder / name
+        if path.is_file():
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                key, sep, value = line.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"{path}:{number}: expected KEY=VALUE, got '{line}'")
+                variables[key.strip()] = value.strip()
+    return variables
+
+
+def local_slots(num_gpus: int) -> int:
+    if num_gpus > 0:
+        return num_gpus
+    try:
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+    except ImportError:
+        return 1
+
+
+def resolve_resources(args) -> dict[str, list[int]]:
+    hosts = parse_hostfile(args.hostfile)
+    if hosts is None:
+        if args.hostfile != DEFAULT_HOSTFILE:
+            raise ValueError(f"hostfile {args.hostfile} not found")
+        if args.num_nodes > 1:
+            raise ValueError(f"--num_nodes {args.num_nodes} needs a hostfile (default {DEFAULT_HOSTFILE})")
+        hosts = {"localhost": local_slots(args.num_gpus)}
+    return select_resources(hosts, args.include, args.exclude, args.num_nodes, args.num_gpus)
+
+
+def launch_args(args, resources: dict[str, list[int]], node_rank: int) -> list[str]:
+    flags = [f"--world_info={launch.encode_world_info(resources)}", f"--node_rank={node_rank}",
+             f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"]
+    flags += [f"--{flag}" for flag in ("module", "no_python", "no_local_rank", "bind_cores_to_rank")
+              if getattr(args, flag)]
+    if args.enable_each_rank_log:
+        flags.append(f"--enable_each_rank_log={args.enable_each_rank_log}")
+    return [*flags, args.user_script, *args.user_args]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        resources = resolve_resources(args)
+        extra_env = env_file_variables()
+    except ValueError as error:
+        sys.exit(f"deepspeed: {error}")
+    if not resources:
+        sys.exit("deepspeed: no hosts or slots left to run on after --include / --exclude")
+    hosts = list(resources)
+    multi = len(hosts) > 1 or args.force_multi
+    args.master_addr = args.master_addr or ("127.0.0.1" if not multi else hosts[0])
+    args.workdir = os.getcwd()
+    os.environ.update(extra_env)
+    if args.no_ssh or not multi:
+        if args.no_ssh and not 0 <= args.node_rank < len(hosts):
+            sys.exit(f"deepspeed: --no_ssh needs --node_rank between 0 and {len(hosts) - 1}")
+        sys.exit(launch.run(launch.parser().parse_args(launch_args(args, resources, max(args.node_rank, 0)))))
+    exports = multinode.exported_environment(dict(os.environ), extra_env)
+    builders = {"pdsh": multinode.pdsh_command, "openmpi": multinode.mpi_command, "mpich": multinode.mpi_command,
+                "slurm": multinode.slurm_command}
+    command = builders[args.launcher](args, resources, exports)
+    if shutil.which(command[0]) is None:
+        sys.exit(f"deepspeed: --launcher {args.launcher} needs '{command[0]}' on PATH")
+    sys.exit(subprocess.call(command))
+
+
+if __name__ == "__main__":
+    main()
