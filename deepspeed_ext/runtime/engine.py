@@ -23,7 +23,7 @@ from ..version import __version__
 from . import checkpoint
 from .config import DeepSpeedConfig
 from .config_schema import ConfigError
-from .gradients import all_reduce_gradients
+from .gradients import OVERLAP_BUCKET_LIMIT, OverlappedAllReduce
 from .lr_schedules import build_schedule
 from .optimizers import build_optimizer
 from .precision import LossScaler, MasterWeights, has_overflow
@@ -60,6 +60,11 @@ class DeepSpeedEngine(torch.nn.Module):
         self._step_applied = False
         self._grad_norm: float | None = None
         self._trainable = trainable
+        zero = self.config.zero_optimization
+        self.reducer = OverlappedAllReduce(trainable, self.world_size,
+                                           min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
+                                           self.config.prescale_gradients, self.config.gradient_predivide_factor) \
+            if self.world_size > 1 else None
         self._last_print = time.perf_counter()
         self._losses: list[float] = []
 
@@ -118,6 +123,8 @@ class DeepSpeedEngine(torch.nn.Module):
         scaled = loss.float() / self.gradient_accumulation_steps()
         if self.loss_scaler is not None:
             scaled = scaled * self.loss_scaler.scale
+        if self.reducer is not None and self.is_gradient_accumulation_boundary():
+            self.reducer.arm()
         scaled.backward(retain_graph=retain_graph)
         return loss
 
@@ -132,9 +139,8 @@ class DeepSpeedEngine(torch.nn.Module):
         self.global_samples += self.train_micro_batch_size_per_gpu() * self.world_size
 
     def _take_optimizer_step(self) -> None:
-        zero = self.config.zero_optimization
-        all_reduce_gradients(self._trainable, self.world_size, zero.reduce_bucket_size,
-                             self.config.prescale_gradients, self.config.gradient_predivide_factor)
+        if self.reducer is not None:
+            self.reducer.finish()
         inverse_scale = 1.0 / self.loss_scaler.scale if self.loss_scaler else 1.0
         if self.masters is not None:
             self.masters.grads_to_masters(inverse_scale)
@@ -160,14 +166,13 @@ class DeepSpeedEngine(torch.nn.Module):
         if self.global_steps % self.config.steps_per_print == 0:
             self._print_progress()
 
-    def _clip(self, params) -> float:
-        """The global gradient norm, after clipping it to gradient_clipping when that is set."""
+    def _clip(self, params) -> float | None:
+        """Clip to gradient_clipping and return the global norm before clipping; without
+        clipping the norm is not computed (a full pass over the gradients), as in DeepSpeed."""
         with_grads = [p for p in params if p.grad is not None]
-        if not with_grads:
-            return 0.0
-        if self.config.gradient_clipping > 0:
-            return float(torch.nn.utils.clip_grad_norm_(with_grads, self.config.gradient_clipping))
-        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in with_grads])))
+        if self.config.gradient_clipping <= 0 or not with_grads:
+            return None
+        return float(torch.nn.utils.clip_grad_norm_(with_grads, self.config.gradient_clipping))
 
     def _print_progress(self) -> None:
         now = time.perf_counter()
@@ -266,6 +271,7 @@ class DeepSpeedEngine(torch.nn.Module):
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def get_global_grad_norm(self) -> float | None:
+        """The gradient norm of the last step (None unless gradient_clipping is set)."""
         return self._grad_norm
 
     def was_step_applied(self) -> bool:

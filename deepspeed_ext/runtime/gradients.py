@@ -1,5 +1,6 @@
 """Data-parallel gradient averaging: gradients are flattened into buckets of at most
-`bucket_size` elements, one all-reduce per bucket (never one per tensor), and copied back."""
+`bucket_size` elements, one all-reduce per bucket (never one per tensor), started while
+backward is still running, and copied back."""
 
 from __future__ import annotations
 
@@ -7,33 +8,68 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-
-def all_reduce_gradients(params, world_size: int, bucket_size: int, prescale: bool = False,
-                         predivide_factor: float = 1.0) -> None:
-    """Average the .grad of `params` across the data-parallel group. With prescale, grads
-    are divided by predivide_factor before the sum and by world_size / predivide_factor
-    after (DeepSpeed's prescale_gradients / gradient_predivide_factor)."""
-    if world_size == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    before, after = (predivide_factor, world_size / predivide_factor) if prescale else (1.0, float(world_size))
-    for bucket in _buckets(grads, bucket_size):
-        flat = _flatten_dense_tensors(bucket)
-        if before != 1.0:
-            flat.div_(before)
-        dist.all_reduce(flat)
-        flat.div_(after)
-        for grad, reduced in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
-            grad.copy_(reduced)
+# Buckets above this many elements leave nothing to overlap for models of ordinary size
+# (DeepSpeed's default reduce_bucket_size is 5e8); DDP uses 25 MB buckets for the same reason.
+OVERLAP_BUCKET_LIMIT = 2**23
 
 
-def _buckets(grads: list[torch.Tensor], bucket_size: int):
-    bucket, filled = [], 0
-    for grad in grads:
-        if bucket and (filled + grad.numel() > bucket_size or grad.dtype != bucket[0].dtype):
-            yield bucket
-            bucket, filled = [], 0
-        bucket.append(grad)
-        filled += grad.numel()
-    if bucket:
-        yield bucket
+class OverlappedAllReduce:
+    """Averages gradients while backward still runs: on the last micro-step of an
+    accumulation, each parameter's hook adds its finished gradient to a bucket, and a full
+    bucket starts an asynchronous all-reduce right away, as DistributedDataParallel does.
+    finish() reduces what is left and waits. Every rank runs the same graph, so buckets
+    fill in the same order everywhere."""
+
+    def __init__(self, params, world_size: int, bucket_size: int, prescale: bool = False,
+                 predivide_factor: float = 1.0) -> None:
+        self.params = list(params)
+        self.world_size = world_size
+        self.bucket_size = bucket_size
+        self.before, self.after = (predivide_factor, world_size / predivide_factor) if prescale \
+            else (1.0, float(world_size))
+        self.armed = False
+        self.bucket: list[torch.Tensor] = []
+        self.filled = 0
+        self.in_flight: list[tuple] = []
+        self.reduced: set[int] = set()
+        for param in self.params:
+            param.register_post_accumulate_grad_hook(self._grad_ready)
+
+    def arm(self) -> None:
+        """The next backward is the last of the accumulation: reduce as gradients finish."""
+        self.armed = True
+
+    def _grad_ready(self, param: torch.Tensor) -> None:
+        if not self.armed or param.grad is None:
+            return
+        if self.bucket and (self.filled + param.grad.numel() > self.bucket_size
+                            or param.grad.dtype != self.bucket[0].dtype):
+            self._launch()
+        self.bucket.append(param.grad)
+        self.reduced.add(id(param))
+        self.filled += param.grad.numel()
+        if self.filled >= self.bucket_size:
+            self._launch()
+
+    def _launch(self) -> None:
+        flat = _flatten_dense_tensors(self.bucket)
+        if self.before != 1.0:
+            flat.div_(self.before)
+        self.in_flight.append((dist.all_reduce(flat, async_op=True), flat, self.bucket))
+        self.bucket, self.filled = [], 0
+
+    def finish(self) -> None:
+        """Reduce the gradients no hook saw (params unused in the last micro-batch), wait
+        for every all-reduce and copy the averages back."""
+        for param in self.params:
+            if param.grad is not None and id(param) not in self.reduced:
+                self.armed = True
+                self._grad_ready(param)
+        if self.bucket:
+            self._launch()
+        for work, flat, grads in self.in_flight:
+            work.wait()
+            flat.div_(self.after)
+            for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+                grad.copy_(reduced)
+        self.in_flight, self.reduced, self.armed = [], set(), False

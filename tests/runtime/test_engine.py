@@ -148,18 +148,22 @@ sys.path.insert(0, {root!r})
 import deepspeed_ext as deepspeed
 from tests.runtime.test_engine import ADAM, batches, make_model, mse
 rank = int(__import__("os").environ["RANK"])
-engine, _, _, _ = deepspeed.initialize(model=make_model(), config={{"train_batch_size": 8, "optimizer": ADAM}})
+micro = 4 // {accumulation}
+engine, _, _, _ = deepspeed.initialize(model=make_model(), config={{
+    "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": {accumulation}, "optimizer": ADAM}})
 for x, y in batches(5, 8):
-    engine.backward(mse(engine, x[rank * 4:(rank + 1) * 4], y[rank * 4:(rank + 1) * 4]))
-    engine.step()
+    for start in range(rank * 4, (rank + 1) * 4, micro):  # this rank's half of the batch, in micro-batches
+        engine.backward(mse(engine, x[start:start + micro], y[start:start + micro]))
+        engine.step()
 print(json.dumps([p.detach().flatten().tolist() for p in engine.module.parameters()]))
 """
 
 
-def test_two_gloo_ranks_equal_one_process_with_the_global_batch():
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_two_gloo_ranks_equal_one_process_with_the_global_batch(accumulation):
     root, port = str(Path(__file__).resolve().parents[2]), str(free_port())
     base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_RANKS.format(root=root)], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_RANKS.format(root=root, accumulation=accumulation)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
                               env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
                                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in range(2)]
