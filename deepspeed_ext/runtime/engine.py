@@ -25,6 +25,7 @@ from .config import DeepSpeedConfig
 from .config_schema import ConfigError
 from .gradients import OVERLAP_BUCKET_LIMIT, OverlappedAllReduce
 from .lr_schedules import build_schedule
+from .monitor import monitors_from
 from .optimizers import build_optimizer
 from .precision import LossScaler, MasterWeights, has_overflow
 
@@ -66,7 +67,10 @@ class DeepSpeedEngine(torch.nn.Module):
                                            self.config.prescale_gradients, self.config.gradient_predivide_factor) \
             if self.world_size > 1 else None
         self._last_print = time.perf_counter()
-        self._losses: list[float] = []
+        self._losses: list[float] = []  # micro-batch losses since the last progress line
+        self._step_losses: list[float] = []  # ... since the last optimizer step
+        self.monitors = monitors_from(self.config, self.global_rank)
+        self.timers = {"forward": 0.0, "backward": 0.0, "step": 0.0}
 
     # ---- construction -------------------------------------------------------------
     def _model_dtype(self) -> torch.dtype:
@@ -113,19 +117,33 @@ class DeepSpeedEngine(torch.nn.Module):
     def forward(self, *inputs, **kwargs):
         autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.config.fp16.auto_cast \
             else contextlib.nullcontext()
-        with autocast:
+        with autocast, self._timed("forward"):
             return self.module(*inputs, **kwargs)
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str):
+        """Adds the phase's wall time to self.timers when wall_clock_breakdown is on."""
+        if not self.config.wall_clock_breakdown:
+            yield
+            return
+        accelerator.synchronize()
+        started = time.perf_counter()
+        yield
+        accelerator.synchronize()
+        self.timers[phase] += time.perf_counter() - started
 
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
         """Backpropagate the loss of one micro-batch (scaled for fp16, divided by the
         accumulation steps so the accumulated gradient is the batch mean)."""
         self._losses.append(loss.detach().float().item())
+        self._step_losses.append(self._losses[-1])
         scaled = loss.float() / self.gradient_accumulation_steps()
         if self.loss_scaler is not None:
             scaled = scaled * self.loss_scaler.scale
         if self.reducer is not None and self.is_gradient_accumulation_boundary():
             self.reducer.arm()
-        scaled.backward(retain_graph=retain_graph)
+        with self._timed("backward"):
+            scaled.backward(retain_graph=retain_graph)
         return loss
 
     def is_gradient_accumulation_boundary(self) -> bool:
@@ -134,7 +152,8 @@ class DeepSpeedEngine(torch.nn.Module):
     def step(self) -> None:
         """Count the micro-batch; at the accumulation boundary, update the model."""
         if self.is_gradient_accumulation_boundary():
-            self._take_optimizer_step()
+            with self._timed("step"):
+                self._take_optimizer_step()
         self.micro_steps += 1
         self.global_samples += self.train_micro_batch_size_per_gpu() * self.world_size
 
@@ -163,8 +182,21 @@ class DeepSpeedEngine(torch.nn.Module):
         for param in self._trainable + (self.masters.masters if self.masters else []):
             param.grad = None
         self.global_steps += 1
+        self._write_monitors()
         if self.global_steps % self.config.steps_per_print == 0:
             self._print_progress()
+
+    def _write_monitors(self) -> None:
+        loss = sum(self._step_losses) / max(len(self._step_losses), 1)
+        self._step_losses.clear()
+        if not self.monitors:
+            return
+        samples = self.global_samples + self.train_micro_batch_size_per_gpu() * self.world_size
+        events = [("Train/Samples/train_loss", loss, samples), ("Train/Samples/lr", self.get_lr()[0], samples)]
+        if self.loss_scaler is not None:
+            events.append(("Train/Samples/loss_scale", self.loss_scaler.scale, samples))
+        for monitor in self.monitors:
+            monitor.write(events)
 
     def _clip(self, params) -> float | None:
         """Clip to gradient_clipping and return the global norm before clipping; without
@@ -183,6 +215,10 @@ class DeepSpeedEngine(torch.nn.Module):
             scale = f", loss scale {self.loss_scaler.scale:g}" if self.loss_scaler else ""
             print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
                   f"{samples / (now - self._last_print):.1f} samples/s, skipped {self.skipped_steps}")
+            if self.config.wall_clock_breakdown:
+                print("[deepspeed_ext] time (ms) | " + " | ".join(
+                    f"{phase}: {seconds * 1e3 / self.config.steps_per_print:.2f}" for phase, seconds in self.timers.items()))
+        self.timers = dict.fromkeys(self.timers, 0.0)
         self._last_print = now
 
     # ---- checkpoints ----------------------------------------------------------------

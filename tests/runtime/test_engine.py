@@ -175,3 +175,25 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(accumulation):
     assert ranks[0] == ranks[1]
     for values, param in zip(ranks[0], single.module.parameters()):
         torch.testing.assert_close(torch.tensor(values), param.detach().flatten(), rtol=0, atol=1e-6)
+
+
+def test_csv_monitor_and_wall_clock_breakdown(tmp_path, capsys):
+    config = {"train_batch_size": 4, "optimizer": ADAM, "steps_per_print": 2, "wall_clock_breakdown": True,
+              "fp16": {"enabled": True}, "csv_monitor": {"enabled": True, "output_path": str(tmp_path),
+                                                         "job_name": "run1"}}
+    engine = deepspeed.initialize(model=make_model(), config=config)[0]
+    for x, y in batches(4, 4):
+        engine.backward(mse(engine, x.half(), y.half()))
+        engine.step()
+    rows = (tmp_path / "run1" / "Train_Samples_train_loss.csv").read_text().splitlines()
+    assert rows[0] == "step,Train/Samples/train_loss" and len(rows) == 5 and rows[1].startswith("4,")
+    assert (tmp_path / "run1" / "Train_Samples_loss_scale.csv").exists()
+    out = capsys.readouterr().out
+    assert "time (ms) | forward:" in out and "backward:" in out and "loss scale 32768" in out  # two overflows: hysteresis 2
+
+
+def test_tensorboard_without_the_package_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        deepspeed.initialize(model=make_model(), config={"train_batch_size": 4, "optimizer": ADAM, "tensorboard": {
+            "enabled": True, "output_path": str(tmp_path)}})
