@@ -127,3 +127,70 @@ def test_multi_node_command_lines():
     assert "MASTER_ADDR=node-a" in mpirun and mpirun[-3:] == ["train.py", "--epochs", "2"]
     srun = multinode.slurm_command(args, resources, exports)
     assert srun[:4] == ["srun", "-n", "4", "--nodelist"] and "MASTER_PORT=29511" in srun[5]
+
+
+def test_each_rank_log_and_core_binding(tmp_path):
+    (tmp_path / "hello.py").write_text("import os\nprint('hello from', os.environ['RANK'], sorted(os.sched_getaffinity(0)))\n")
+    done = deepspeed(["--num_gpus", "2", "--master_port", str(free_port()), "--enable_each_rank_log", "logs",
+                      "--bind_cores_to_rank", "hello.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    logs = [(tmp_path / "logs" / f"rank_{r}.log").read_text() for r in range(2)]
+    assert logs[0].startswith("hello from 0") and logs[1].startswith("hello from 1")
+    if len(os.sched_getaffinity(0)) >= 2:  # each rank got its own core
+        assert logs[0].split("[")[1] != logs[1].split("[")[1]
+
+
+def test_a_script_started_by_torchrun_works(tmp_path):
+    (tmp_path / "allreduce.py").write_text(
+        "import torch, torch.distributed as dist, deepspeed_ext\n"
+        "deepspeed_ext.init_distributed(verbose=False)\n"
+        "t = torch.tensor([1.0]); dist.all_reduce(t)\n"
+        "open('sum%d' % dist.get_rank(), 'w').write(str(t.item()))\n")
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), "allreduce.py"], cwd=tmp_path, env=base, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [(tmp_path / f"sum{r}").read_text() for r in range(2)] == ["2.0", "2.0"]
+
+
+RESUMABLE = """
+import json, sys, torch
+sys.path.insert(0, {root!r})
+import deepspeed_ext as deepspeed
+from tests.runtime.test_checkpoint import dropout_model, SCHEDULE
+from tests.runtime.test_engine import ADAM, batches, mse
+phase, folder = sys.argv[1], sys.argv[2]
+engine = deepspeed.initialize(model=dropout_model(0 if phase != "resume" else 5), config={{
+    "train_batch_size": 8, "optimizer": ADAM, "scheduler": SCHEDULE}})[0]
+data = batches(6, 8)
+if phase == "resume":
+    engine.load_checkpoint(folder)
+for step, (x, y) in enumerate(data):
+    if step < engine.global_steps:
+        continue
+    engine.backward(mse(engine, x, y))
+    engine.step()
+    if phase == "crash" and step == 2:
+        engine.save_checkpoint(folder)
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+print(json.dumps([p.detach().flatten().tolist() for p in engine.module.parameters()]))
+"""
+
+
+def test_save_kill_load_resumes_like_an_uninterrupted_run(tmp_path):
+    root = str(Path(__file__).resolve().parents[2])
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+
+    def run(phase):
+        return subprocess.run([sys.executable, "-c", RESUMABLE.format(root=root), phase, str(tmp_path / "ckpt")],
+                              env=base, capture_output=True, text=True, timeout=120, check=False)
+
+    straight = run("straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    crashed = run("crash")
+    assert crashed.returncode == -signal.SIGKILL
+    resumed = run("resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(straight.stdout.splitlines()[-1])
