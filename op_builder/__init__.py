@@ -5,7 +5,10 @@ from .builder import LoadedOp, OpBuilder, OpBuildError
 from .cpu_adam import CPUAdamBuilder
 from .fused_adam import FusedAdamBuilder
 from .simd import SIMD_LEVELS, cpu_simd_level
+from .zero_gather import ZeroGatherBuilder
 
-ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (CPUAdamBuilder, FusedAdamBuilder)}
+ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (CPUAdamBuilder, FusedAdamBuilder,
+                                                                                 ZeroGatherBuilder)}
 
-__all__ = ["ALL_OPS", "SIMD_LEVELS", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder", "cpu_simd_level"]
+__all__ = ["ALL_OPS", "SIMD_LEVELS", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder", "ZeroGatherBuilder",
+           "cpu_simd_level"]
