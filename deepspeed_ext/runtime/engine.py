@@ -67,8 +67,9 @@ class DeepSpeedEngine(torch.nn.Module):
                                            self.config.prescale_gradients, self.config.gradient_predivide_factor) \
             if self.world_size > 1 else None
         self._last_print = time.perf_counter()
-        self._losses: list[float] = []  # micro-batch losses since the last progress line
-        self._step_losses: list[float] = []  # ... since the last optimizer step
+        # Summed on the device and read only when printed or logged: no sync per micro-step.
+        self._print_loss = _LossMean()  # micro-batch losses since the last progress line
+        self._step_loss = _LossMean()  # ... since the last optimizer step
         self.monitors = monitors_from(self.config, self.global_rank)
         self.timers = {"forward": 0.0, "backward": 0.0, "step": 0.0}
 
@@ -83,7 +84,7 @@ class DeepSpeedEngine(torch.nn.Module):
         if optimizer is not None and section.type is not None:
             raise ConfigError("an optimizer was passed to initialize() and the config has an 'optimizer' section; "
                               "give one of them")
-        if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+        if callable(optimizer):  # a class or factory; an optimizer object is not callable
             return optimizer(params)
         if optimizer is not None:
             if self.masters is not None:  # the client built it on the low-precision params: step the fp32 masters
@@ -99,7 +100,7 @@ class DeepSpeedEngine(torch.nn.Module):
         if lr_scheduler is not None and section.type is not None:
             raise ConfigError("an lr_scheduler was passed to initialize() and the config has a 'scheduler' section; "
                               "give one of them")
-        if callable(lr_scheduler) and not hasattr(lr_scheduler, "step"):
+        if callable(lr_scheduler):  # a class or factory; a scheduler object is not callable
             return lr_scheduler(self.optimizer)
         if lr_scheduler is not None or section.type is None:
             return lr_scheduler
@@ -135,8 +136,8 @@ class DeepSpeedEngine(torch.nn.Module):
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
         """Backpropagate the loss of one micro-batch (scaled for fp16, divided by the
         accumulation steps so the accumulated gradient is the batch mean)."""
-        self._losses.append(loss.detach().float().item())
-        self._step_losses.append(self._losses[-1])
+        self._print_loss.add(loss)
+        self._step_loss.add(loss)
         scaled = loss.float() / self.gradient_accumulation_steps()
         if self.loss_scaler is not None:
             scaled = scaled * self.loss_scaler.scale
@@ -187,10 +188,10 @@ class DeepSpeedEngine(torch.nn.Module):
             self._print_progress()
 
     def _write_monitors(self) -> None:
-        loss = sum(self._step_losses) / max(len(self._step_losses), 1)
-        self._step_losses.clear()
+        loss = self._step_loss.take()
         if not self.monitors:
             return
+        loss = float(loss)
         samples = self.global_samples + self.train_micro_batch_size_per_gpu() * self.world_size
         events = [("Train/Samples/train_loss", loss, samples), ("Train/Samples/lr", self.get_lr()[0], samples)]
         if self.loss_scaler is not None:
@@ -209,8 +210,7 @@ class DeepSpeedEngine(torch.nn.Module):
     def _print_progress(self) -> None:
         now = time.perf_counter()
         samples = self.config.train_batch_size * self.config.steps_per_print
-        loss = sum(self._losses) / max(len(self._losses), 1)
-        self._losses.clear()
+        loss = float(self._print_loss.take())
         if self.global_rank == 0:
             scale = f", loss scale {self.loss_scaler.scale:g}" if self.loss_scaler else ""
             print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
@@ -322,6 +322,24 @@ class DeepSpeedEngine(torch.nn.Module):
                 return getattr(module, name)
             raise AttributeError(f"neither DeepSpeedEngine nor the wrapped {type(module).__name__} has '{name}'") \
                 from None
+
+
+class _LossMean:
+    """A running mean of losses kept as a device tensor until someone reads it."""
+
+    def __init__(self) -> None:
+        self.total, self.count = None, 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        value = loss.detach().float()
+        self.total = value if self.total is None else self.total + value
+        self.count += 1
+
+    def take(self) -> torch.Tensor:
+        """The mean since the last take (0 if nothing was added), resetting the sum."""
+        mean = self.total / self.count if self.count else torch.zeros(())
+        self.total, self.count = None, 0
+        return mean
 
 
 def _param_groups(model_parameters) -> list[dict]:

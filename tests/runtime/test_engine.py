@@ -197,3 +197,17 @@ def test_tensorboard_without_the_package_says_what_to_install(monkeypatch, tmp_p
     with pytest.raises(ImportError, match="pip install tensorboard"):
         deepspeed.initialize(model=make_model(), config={"train_batch_size": 4, "optimizer": ADAM, "tensorboard": {
             "enabled": True, "output_path": str(tmp_path)}})
+
+
+def test_optimizer_and_scheduler_may_be_factories():
+    from deepspeed_ext.runtime.lr_schedules import LRRangeTest
+
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=make_model(), config={"train_batch_size": 4},
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        lr_scheduler=lambda opt: LRRangeTest(opt, lr_range_test_min_lr=0.01, lr_range_test_step_size=1))
+    assert isinstance(optimizer, torch.optim.SGD) and isinstance(scheduler, LRRangeTest)
+    x, y = batches(1, 4)[0]
+    engine.backward(mse(engine, x, y))
+    engine.step()
+    assert engine.get_lr() == pytest.approx([0.01 * (1 + 2)])
