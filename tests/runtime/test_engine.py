@@ -210,4 +210,4 @@ def test_optimizer_and_scheduler_may_be_factories():
     x, y = batches(1, 4)[0]
     engine.backward(mse(engine, x, y))
     engine.step()
-    assert engine.get_lr() == pytest.approx([0.01 * (1 + 2)])
+    assert engine.get_lr() == pytest.approx([0.01 * (1 + 1)])  # one step: min_lr x (1 + rate x 1)
