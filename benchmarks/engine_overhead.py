@@ -16,9 +16,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import torch
+from timing import best_seconds
 
 import deepspeed_ext as deepspeed
 from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
@@ -39,16 +39,6 @@ def data(width: int):
     return torch.randn(MICRO_BATCH, width, generator=generator), torch.randint(0, 10, (MICRO_BATCH,), generator=generator)
 
 
-def best_step(step, steps: int) -> float:
-    step()  # warm-up: states allocated, ops loaded
-    best = float("inf")
-    for _ in range(steps):
-        started = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def engine_step(width: int, world: int):
     engine = deepspeed.initialize(model=make_model(width), config={
         "train_batch_size": MICRO_BATCH * world, "optimizer": {"type": "Adam", "params": {"lr": 1e-4}},
@@ -61,20 +51,11 @@ def engine_step(width: int, world: int):
     return step
 
 
-def plain_step(width: int):
+def torch_loop_step(width: int, distributed: bool):
+    """A hand-written training step: the plain loop, or the same under DDP."""
     model = make_model(width)
-    optimizer = DeepSpeedCPUAdam(model.parameters(), lr=1e-4, adamw_mode=False)
-    x, y = data(width)
-
-    def step():
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
-
-
-def ddp_step(width: int):
-    model = torch.nn.parallel.DistributedDataParallel(make_model(width))
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = DeepSpeedCPUAdam(model.parameters(), lr=1e-4, adamw_mode=False)
     x, y = data(width)
 
@@ -89,11 +70,11 @@ def rank_main(width: int, steps: int) -> None:
     """One of the two ranks: time DDP and the engine, taking turns."""
     torch.set_num_threads(1)
     deepspeed.init_distributed(verbose=False)
-    ddp, engine = ddp_step(width), engine_step(width, 2)
+    ddp, engine = torch_loop_step(width, distributed=True), engine_step(width, 2)
     best = {"ddp": float("inf"), "engine": float("inf")}
     for _ in range(3):
-        best["ddp"] = min(best["ddp"], best_step(ddp, steps // 3))
-        best["engine"] = min(best["engine"], best_step(engine, steps // 3))
+        best["ddp"] = min(best["ddp"], best_seconds(ddp, steps // 3))
+        best["engine"] = min(best["engine"], best_seconds(engine, steps // 3))
     if torch.distributed.get_rank() == 0:
         print(json.dumps(best))
 
@@ -120,11 +101,11 @@ def main() -> None:
         rank_main(args.width, args.steps)
         return
     torch.set_num_threads(1)
-    plain, engine = plain_step(args.width), engine_step(args.width, 1)
+    plain, engine = torch_loop_step(args.width, distributed=False), engine_step(args.width, 1)
     best = {"plain": float("inf"), "engine": float("inf")}
     for _ in range(3):
-        best["plain"] = min(best["plain"], best_step(plain, args.steps // 3))
-        best["engine"] = min(best["engine"], best_step(engine, args.steps // 3))
+        best["plain"] = min(best["plain"], best_seconds(plain, args.steps // 3))
+        best["engine"] = min(best["engine"], best_seconds(engine, args.steps // 3))
     print(f"1 rank : plain loop {best['plain'] * 1e3:7.2f} ms, engine {best['engine'] * 1e3:7.2f} ms, "
           f"ratio {best['engine'] / best['plain']:.3f} (target <= 1.03)")
     pair = two_ranks(args.width, args.steps)

@@ -12,23 +12,13 @@ bandwidth of one large torch copy_ measured in the same run.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from fused_adam import gpt2_small_sizes
+from timing import best_seconds
 from torch._utils import _flatten_dense_tensors
 
 from deepspeed_ext.ops.zero import FlatLayout, unflatten, zero_copy_ops
-
-
-def best_seconds(run, repeats: int) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def cases(ops, tensors, flat, offsets, views) -> dict:
