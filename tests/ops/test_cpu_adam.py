@@ -80,23 +80,32 @@ def test_adam_bit_exact_with_reference(simd_level, dtype, fp32_states, bias_corr
             assert torch.equal(ours.state[p]["exp_avg_sq"].float(), exp_avg_sq)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_adagrad_matches_reference_and_torch(simd_level, dtype, weight_decay):
-    sizes = SIZES
-    params, reference = make_params(sizes, dtype), [p.detach().float().clone() for p in make_params(sizes, dtype)]
-    sums = [torch.zeros_like(r) for r in reference]
-    ours = DeepSpeedCPUAdagrad(params, lr=1e-2, weight_decay=weight_decay)
+def check_against_one_state_reference(ours_class, options, reference_step, dtype):
+    """Train ours and a one-state plain-torch reference side by side (the reference widened
+    to fp32 and rounded to the param dtype each step, as the kernel does): bit-equal params."""
+    params = make_params(SIZES, dtype)
+    reference = [p.detach().float().clone() for p in params]
+    states = [torch.zeros_like(r) for r in reference]
+    ours = ours_class(params, **options)
     for step in range(STEPS):
         set_grads(params, step)
         ours.step()
-        for p, r, s in zip(params, reference, sums):
-            adagrad_reference(r, p.grad.float(), s, lr=1e-2, eps=1e-10, weight_decay=weight_decay)
+        for p, r, state in zip(params, reference, states):
+            reference_step(r, p.grad.float(), state)
             r.copy_(r.to(dtype).float())
     for p, r in zip(params, reference):
         assert torch.equal(p.detach(), r.to(dtype))
+    return params
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adagrad_matches_reference_and_torch(simd_level, dtype, weight_decay):
+    params = check_against_one_state_reference(
+        DeepSpeedCPUAdagrad, {"lr": 1e-2, "weight_decay": weight_decay},
+        lambda r, g, s: adagrad_reference(r, g, s, lr=1e-2, eps=1e-10, weight_decay=weight_decay), dtype)
     if dtype == torch.float32:
-        torch_params = make_params(sizes)
+        torch_params = make_params(SIZES)
         theirs = torch.optim.Adagrad(torch_params, lr=1e-2, weight_decay=weight_decay, eps=1e-10, foreach=False)
         for step in range(STEPS):
             set_grads(torch_params, step)
@@ -108,18 +117,9 @@ def test_adagrad_matches_reference_and_torch(simd_level, dtype, weight_decay):
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_lion_matches_reference(simd_level, dtype, weight_decay):
-    sizes = SIZES
-    params, reference = make_params(sizes, dtype), [p.detach().float().clone() for p in make_params(sizes, dtype)]
-    momenta = [torch.zeros_like(r) for r in reference]
-    ours = DeepSpeedCPULion(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=weight_decay)
-    for step in range(STEPS):
-        set_grads(params, step)
-        ours.step()
-        for p, r, m in zip(params, reference, momenta):
-            lion_reference(r, p.grad.float(), m, lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=weight_decay)
-            r.copy_(r.to(dtype).float())
-    for p, r in zip(params, reference):
-        assert torch.equal(p.detach(), r.to(dtype))
+    check_against_one_state_reference(
+        DeepSpeedCPULion, {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": weight_decay},
+        lambda r, g, m: lion_reference(r, g, m, lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=weight_decay), dtype)
 
 
 def _special_floats():
