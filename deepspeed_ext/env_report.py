@@ -59,10 +59,11 @@ def collect() -> dict[str, Any]:
         builder = builder_class()
         compatible = builder.is_compatible()
         loaded = builder.loaded()
+        installed = builder.installed_status()  # hashes the op's sources: once per op
         ops[name] = {
             "description": builder.DESCRIPTION,
-            "installed": builder.installed_status() == "yes",
-            "installed_status": builder.installed_status(),
+            "installed": installed == "yes",
+            "installed_status": installed,
             "compatible": compatible,
             "reason": builder.incompatible_reason,
             "cuda": builder.with_cuda(),

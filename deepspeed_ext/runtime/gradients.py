@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from deepspeed_ext.ops.zero import flatten, unflatten
 
 # Buckets above this many elements leave nothing to overlap for models of ordinary size
 # (DeepSpeed's default reduce_bucket_size is 5e8); DDP uses 25 MB buckets for the same reason.
@@ -52,10 +53,10 @@ class OverlappedAllReduce:
             self._launch()
 
     def _launch(self) -> None:
-        flat = _flatten_dense_tensors(self.bucket)
+        flat, layout = flatten(self.bucket)  # the zero_gather op: one coalesced pass
         if self.before != 1.0:
             flat.div_(self.before)
-        self.in_flight.append((dist.all_reduce(flat, async_op=True), flat, self.bucket))
+        self.in_flight.append((dist.all_reduce(flat, async_op=True), flat, layout, self.bucket))
         self.bucket, self.filled = [], 0
 
     def finish(self) -> None:
@@ -67,9 +68,8 @@ class OverlappedAllReduce:
                 self._grad_ready(param)
         if self.bucket:
             self._launch()
-        for work, flat, grads in self.in_flight:
+        for work, flat, layout, grads in self.in_flight:
             work.wait()
             flat.div_(self.after)
-            for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-                grad.copy_(reduced)
+            unflatten(flat, layout, into=grads)
         self.in_flight, self.reduced, self.armed = [], set(), False
