@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from . import zero
 from .comm import init_distributed
 from .runtime.config_schema import ConfigError
 from .version import __version__
@@ -44,4 +45,4 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-__all__ = ["ConfigError", "__version__", "add_config_arguments", "init_distributed", "initialize"]
+__all__ = ["ConfigError", "__version__", "add_config_arguments", "init_distributed", "initialize", "zero"]

@@ -116,3 +116,18 @@ def get_world_size() -> int:
 
 def get_local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+# torch 2.13 renamed the single-tensor collectives (the old names warn); older torch has only those.
+_REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+_ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+def reduce_scatter(output, input, group=None, async_op: bool = False):
+    """Sum `input` (world_size equal chunks) across ranks; rank r receives chunk r in `output`."""
+    return _REDUCE_SCATTER(output, input, group=group, async_op=async_op)
+
+
+def all_gather(output, input, group=None, async_op: bool = False):
+    """Every rank's `input`, concatenated in rank order into `output`."""
+    return _ALL_GATHER(output, input, group=group, async_op=async_op)

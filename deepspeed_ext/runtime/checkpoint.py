@@ -53,8 +53,8 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save(save_dir: str | os.PathLike, tag: str, model_states: dict, rank: int, save_latest: bool) -> Path:
-    """Write one checkpoint (rank 0 writes the model states, every rank its RNG states)."""
+def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: int, save_latest: bool) -> Path:
+    """Write one checkpoint: this rank's files (name -> object) and its RNG states."""
     root = Path(save_dir)
     final = root / tag
     staging = root / f".{tag}.staging"
@@ -64,8 +64,8 @@ def save(save_dir: str | os.PathLike, tag: str, model_states: dict, rank: int, s
         staging.mkdir()
     _barrier()
     torch.save(rng_states(), staging / f"rng_state_rank_{rank}.pt")
-    if rank == 0:
-        torch.save(model_states, staging / MODEL_STATES)
+    for name, obj in files.items():
+        torch.save(obj, staging / name)
     _barrier()
     if rank == 0:
         retired = root / f".{tag}.retired"
@@ -101,9 +101,12 @@ def resolve(load_dir: str | os.PathLike, tag: str | None) -> Path | None:
     return folder
 
 
-def load_states(folder: Path, rank: int) -> tuple[dict, dict | None]:
+def load_states(folder: Path, rank: int, model_file: str = MODEL_STATES) -> tuple[dict, dict | None]:
     """(model states, this rank's RNG states or None if it saved none)."""
-    model_states = torch.load(folder / MODEL_STATES, map_location="cpu", weights_only=False)
+    if not (folder / model_file).is_file():
+        raise FileNotFoundError(f"{folder / model_file} not found: the checkpoint was saved with another ZeRO stage "
+                                "or is incomplete")
+    model_states = torch.load(folder / model_file, map_location="cpu", weights_only=False)
     rng_file = folder / f"rng_state_rank_{rank}.pt"
     rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
     return model_states, rng

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from .. import accelerator, comm
+from ..utils import zero_to_fp32
 from ..version import __version__
 from . import checkpoint
 from .config import DeepSpeedConfig
@@ -28,6 +31,9 @@ from .lr_schedules import build_schedule
 from .monitor import monitors_from
 from .optimizers import build_optimizer
 from .precision import LossScaler, MasterWeights, has_overflow
+from .zero import checkpointing as zero_checkpoint
+from .zero.build import build_zero
+from .zero.init_context import GatheredParameters
 
 
 class DeepSpeedEngine(torch.nn.Module):
@@ -41,16 +47,13 @@ class DeepSpeedEngine(torch.nn.Module):
         self.world_size, self.global_rank, self.local_rank = comm.get_world_size(), comm.get_rank(), comm.get_local_rank()
         self.device = accelerator.current_device()
         self.config = DeepSpeedConfig(config, world_size=self.world_size)
-        if self.config.zero_optimization.stage > 0:
-            raise ConfigError(f"zero_optimization.stage {self.config.zero_optimization.stage} is not available in "
-                              "deepspeed_ext yet (ZeRO stages 1-3 are being built); use stage 0")
         self.module = model.to(self.device, dtype=self._model_dtype())
         groups = _param_groups(model_parameters if model_parameters is not None else self.module.parameters())
-        trainable = list({id(p): p for group in groups for p in group["params"]}.values())
-        self.masters = MasterWeights(trainable) if self._model_dtype() != torch.float32 else None
-        if self.masters is not None:  # the optimizer steps the fp32 masters
-            groups = [{**g, "params": self.masters.of(g["params"])} for g in groups]
-        self.optimizer = self._make_optimizer(optimizer, groups)
+        self.zero, self.coordinator, self.masters, self.reducer = None, None, None, None
+        if self.zero_optimization_stage() > 0:
+            self._setup_zero(optimizer, groups)
+        else:
+            self._setup_replicated(optimizer, groups)
         self.lr_scheduler = self._make_scheduler(lr_scheduler)
         fp16 = self.config.fp16
         self.loss_scaler = LossScaler(fp16.loss_scale, fp16.initial_scale_power, fp16.loss_scale_window,
@@ -60,12 +63,6 @@ class DeepSpeedEngine(torch.nn.Module):
         self.global_steps = self.global_samples = self.micro_steps = self.skipped_steps = 0
         self._step_applied = False
         self._grad_norm: float | None = None
-        self._trainable = trainable
-        zero = self.config.zero_optimization
-        self.reducer = OverlappedAllReduce(trainable, self.world_size,
-                                           min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
-                                           self.config.prescale_gradients, self.config.gradient_predivide_factor) \
-            if self.world_size > 1 else None
         self._last_print = time.perf_counter()
         # Summed on the device and read only when printed or logged: no sync per micro-step.
         self._print_loss = _LossMean()  # micro-batch losses since the last progress line
@@ -74,12 +71,47 @@ class DeepSpeedEngine(torch.nn.Module):
         self.timers = {"forward": 0.0, "backward": 0.0, "step": 0.0}
 
     # ---- construction -------------------------------------------------------------
+    def _setup_replicated(self, optimizer, groups) -> None:
+        """Stage 0: every rank holds everything; gradients are all-reduced as backward runs."""
+        trainable = list({id(p): p for group in groups for p in group["params"]}.values())
+        self.masters = MasterWeights(trainable) if self._model_dtype() != torch.float32 else None
+        if self.masters is not None:  # the optimizer steps the fp32 masters
+            groups = [{**g, "params": self.masters.of(g["params"])} for g in groups]
+        self.optimizer = self.basic_optimizer = self._make_optimizer(optimizer, groups, self.device)
+        zero = self.config.zero_optimization
+        if self.world_size > 1:
+            self.reducer = OverlappedAllReduce(trainable, self.world_size,
+                                               min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
+                                               self.config.prescale_gradients, self.config.gradient_predivide_factor)
+        self._trainable = trainable
+
+    def _setup_zero(self, optimizer, groups) -> None:
+        """Stages 1-3: see runtime/zero/. A client optimizer object keeps its hyperparameters
+        but steps the fp32 shards instead of the params it was built on."""
+        if optimizer is not None and not callable(optimizer):
+            if optimizer.state:
+                raise ValueError("ZeRO needs a fresh optimizer: the one passed to initialize() already has state")
+            groups = [g for g in _param_groups(optimizer.param_groups) if g["params"]]
+
+            def adopt(shard_groups, device):
+                optimizer.param_groups[:] = shard_groups
+                return optimizer
+            make = adopt
+        else:
+            def make(shard_groups, device):
+                return self._make_optimizer(optimizer, shard_groups, device)
+        setup = build_zero(self.module, groups, make, self.config, self.device, self.world_size, self.global_rank,
+                           self._model_dtype())
+        self.zero, self.coordinator = setup.optimizer, setup.coordinator
+        self.optimizer, self.basic_optimizer = self.zero, self.zero.optimizer
+        self._trainable = [p for g in self.zero.groups for p in g.params]
+
     def _model_dtype(self) -> torch.dtype:
         if self.config.fp16.enabled:
             return torch.float16
         return torch.bfloat16 if self.config.bf16.enabled else torch.float32
 
-    def _make_optimizer(self, optimizer, params):
+    def _make_optimizer(self, optimizer, params, device: torch.device):
         section = self.config.optimizer
         if optimizer is not None and section.type is not None:
             raise ConfigError("an optimizer was passed to initialize() and the config has an 'optimizer' section; "
@@ -93,7 +125,7 @@ class DeepSpeedEngine(torch.nn.Module):
             return optimizer
         if section.type is None:
             raise ConfigError("no optimizer: pass one to initialize() or add an 'optimizer' section to the config")
-        return build_optimizer(section.type, params, section.params, self.device)
+        return build_optimizer(section.type, params, section.params, device)
 
     def _make_scheduler(self, lr_scheduler):
         section = self.config.scheduler
@@ -101,10 +133,10 @@ class DeepSpeedEngine(torch.nn.Module):
             raise ConfigError("an lr_scheduler was passed to initialize() and the config has a 'scheduler' section; "
                               "give one of them")
         if callable(lr_scheduler):  # a class or factory; a scheduler object is not callable
-            return lr_scheduler(self.optimizer)
+            return lr_scheduler(self.basic_optimizer)
         if lr_scheduler is not None or section.type is None:
             return lr_scheduler
-        return build_schedule(section.type, self.optimizer, section.params)
+        return build_schedule(section.type, self.basic_optimizer, section.params)
 
     def deepspeed_io(self, dataset, collate_fn=None) -> torch.utils.data.DataLoader:
         """A loader of micro-batches, each rank reading its own shard of the dataset."""
@@ -118,6 +150,8 @@ class DeepSpeedEngine(torch.nn.Module):
     def forward(self, *inputs, **kwargs):
         autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.config.fp16.auto_cast \
             else contextlib.nullcontext()
+        if self.coordinator is not None:
+            self.coordinator.begin_micro_step()
         with autocast, self._timed("forward"):
             return self.module(*inputs, **kwargs)
 
@@ -141,10 +175,15 @@ class DeepSpeedEngine(torch.nn.Module):
         scaled = loss.float() / self.gradient_accumulation_steps()
         if self.loss_scaler is not None:
             scaled = scaled * self.loss_scaler.scale
-        if self.reducer is not None and self.is_gradient_accumulation_boundary():
-            self.reducer.arm()
+        reducer = self.zero.reducer if self.zero is not None else self.reducer
+        if reducer is not None and self.is_gradient_accumulation_boundary():
+            reducer.arm()
         with self._timed("backward"):
             scaled.backward(retain_graph=retain_graph)
+            if self.zero is not None and reducer.armed:
+                reducer.finish()
+            if self.coordinator is not None:
+                self.coordinator.release_all()
         return loss
 
     def is_gradient_accumulation_boundary(self) -> bool:
@@ -159,33 +198,43 @@ class DeepSpeedEngine(torch.nn.Module):
         self.global_samples += self.train_micro_batch_size_per_gpu() * self.world_size
 
     def _take_optimizer_step(self) -> None:
+        inverse_scale = 1.0 / self.loss_scaler.scale if self.loss_scaler else 1.0
+        applied = self._update_zero(inverse_scale) if self.zero is not None else self._update_replicated(inverse_scale)
+        if self.loss_scaler is not None:
+            self.loss_scaler.update(not applied)
+        self._step_applied = applied
+        if not applied:
+            self.skipped_steps += 1
+        elif self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.global_steps += 1
+        self._write_monitors()
+        if self.global_steps % self.config.steps_per_print == 0:
+            self._print_progress()
+
+    def _update_zero(self, inverse_scale: float) -> bool:
+        applied, norm = self.zero.step(inverse_scale, self.config.gradient_clipping, self.loss_scaler is not None)
+        if applied:
+            self._grad_norm = norm if self.config.gradient_clipping > 0 else None
+        return applied
+
+    def _update_replicated(self, inverse_scale: float) -> bool:
         if self.reducer is not None:
             self.reducer.finish()
-        inverse_scale = 1.0 / self.loss_scaler.scale if self.loss_scaler else 1.0
         if self.masters is not None:
             self.masters.grads_to_masters(inverse_scale)
             stepped = self.masters.masters
         else:
             stepped = self._trainable
         overflow = self.loss_scaler is not None and has_overflow([p.grad for p in stepped if p.grad is not None])
-        if self.loss_scaler is not None:
-            self.loss_scaler.update(overflow)
-        self._step_applied = not overflow
-        if overflow:
-            self.skipped_steps += 1
-        else:
+        if not overflow:
             self._grad_norm = self._clip(stepped)
             self.optimizer.step()
             if self.masters is not None:
                 self.masters.masters_to_model()
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step()
         for param in self._trainable + (self.masters.masters if self.masters else []):
             param.grad = None
-        self.global_steps += 1
-        self._write_monitors()
-        if self.global_steps % self.config.steps_per_print == 0:
-            self._print_progress()
+        return not overflow
 
     def _write_monitors(self) -> None:
         loss = self._step_loss.take()
@@ -224,7 +273,8 @@ class DeepSpeedEngine(torch.nn.Module):
     # ---- checkpoints ----------------------------------------------------------------
     _RESERVED_KEYS = frozenset({"module", "optimizer", "lr_scheduler", "fp32_master_weights", "loss_scaler",
                                 "global_steps", "global_samples", "micro_steps", "skipped_steps", "ds_config",
-                                "ds_version"})
+                                "ds_version", "param_shapes", "shared_params", "buffer_names", "frozen_param_shapes",
+                                "frozen_param_fragments", "frozen_pieces"})
 
     def save_checkpoint(self, save_dir: str | os.PathLike, tag=None, client_state: dict | None = None,
                         save_latest: bool = True) -> bool:
@@ -234,9 +284,10 @@ class DeepSpeedEngine(torch.nn.Module):
         clashing = sorted(self._RESERVED_KEYS & set(client_state))
         if clashing:
             raise ValueError(f"client_state keys {clashing} clash with the engine's own checkpoint keys")
+        zero = self.zero
         states = {
-            "module": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "module": self.module.state_dict() if zero is None or zero.stage < 3 else None,
+            "optimizer": self.optimizer.state_dict() if zero is None else None,
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
             "fp32_master_weights": [m.detach() for m in self.masters.masters] if self.masters else None,
             "loss_scaler": self.loss_scaler.state_dict() if self.loss_scaler else None,
@@ -245,8 +296,19 @@ class DeepSpeedEngine(torch.nn.Module):
             "ds_config": self.config.raw, "ds_version": __version__,
             **client_state,
         }
-        checkpoint.save(save_dir, str(tag) if tag is not None else f"global_step{self.global_steps}", states,
-                        self.global_rank, save_latest)
+        tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
+        if zero is None:
+            files = {checkpoint.MODEL_STATES: states} if self.global_rank == 0 else {}
+        else:
+            states.update(zero_checkpoint.model_metadata(self.module, zero, self.global_rank))
+            files = {zero_checkpoint.optim_file(self.global_rank, self.bfloat16_enabled()): {
+                "optimizer_state_dict": zero_checkpoint.optimizer_state(zero), "ds_config": self.config.raw,
+                "ds_version": __version__}}
+            if zero.stage == 3 or self.global_rank == 0:
+                files[zero_checkpoint.model_file(self.global_rank, zero.stage)] = states
+        checkpoint.save(save_dir, tag, files, self.global_rank, save_latest)
+        if zero is not None and self.global_rank == 0:  # as DeepSpeed: the converter beside the checkpoints
+            shutil.copyfile(zero_to_fp32.__file__, Path(save_dir) / "zero_to_fp32.py")
         return True
 
     def load_checkpoint(self, load_dir: str | os.PathLike, tag=None, load_module_strict: bool = True,
@@ -257,15 +319,27 @@ class DeepSpeedEngine(torch.nn.Module):
         folder = checkpoint.resolve(load_dir, tag)
         if folder is None:
             return None, None
-        states, rng = checkpoint.load_states(folder, self.global_rank)
-        self.module.load_state_dict(states["module"], strict=load_module_strict)
+        zero = self.zero
+        model_file = checkpoint.MODEL_STATES if zero is None else zero_checkpoint.model_states_file(folder, zero.stage)
+        states, rng = checkpoint.load_states(folder, self.global_rank, model_file)
+        if zero is None:
+            self.module.load_state_dict(states["module"], strict=load_module_strict)
+        else:
+            zero_checkpoint.restore_module(self.module, zero, folder, states, load_module_strict)
+        if zero is not None:
+            if load_module_only and zero.stage < 3:
+                zero.refresh_masters_from_model()
+            else:
+                zero_checkpoint.load_optimizer_state(zero, folder, self.bfloat16_enabled(),
+                                                     load_optimizer_states and not load_module_only)
+                zero.publish()
         if self.masters is not None:
             saved_masters = states.get("fp32_master_weights")
             with torch.no_grad():
                 for index, (param, master) in enumerate(zip(self.masters.model_params, self.masters.masters)):
                     master.copy_(saved_masters[index] if saved_masters and not load_module_only else param)
         if not load_module_only:
-            if load_optimizer_states:
+            if load_optimizer_states and zero is None:
                 self.optimizer.load_state_dict(states["optimizer"])
             if load_lr_scheduler_states and self.lr_scheduler is not None and states["lr_scheduler"] is not None:
                 self.lr_scheduler.load_state_dict(states["lr_scheduler"])
@@ -278,11 +352,54 @@ class DeepSpeedEngine(torch.nn.Module):
         return str(folder), {k: v for k, v in states.items() if k not in self._RESERVED_KEYS}
 
     def save_16bit_model(self, save_dir: str | os.PathLike, save_filename: str = "pytorch_model.bin") -> bool:
-        """Save the module's weights in the dtype it trains in (fp16 / bf16, or fp32)."""
+        """Save the module's weights in the dtype it trains in (fp16 / bf16, or fp32). Under
+        ZeRO-3 the weights are gathered first, which needs
+        stage3_gather_16bit_weights_on_model_save (else nothing is saved and False returned)."""
+        if self.zero is not None and self.zero.stage == 3:
+            if not self.config.zero_optimization.stage3_gather_16bit_weights_on_model_save:
+                warnings.warn("save_16bit_model did not save: under ZeRO-3 it needs zero_optimization."
+                              "stage3_gather_16bit_weights_on_model_save: true", stacklevel=2)
+                return False
+            state_dict = self._gathered_state_dict()
+        else:
+            state_dict = self.module.state_dict() if self.global_rank == 0 else None
         if self.global_rank == 0:
             os.makedirs(save_dir, exist_ok=True)
-            checkpoint.atomic_torch_save(self.module.state_dict(), Path(save_dir) / save_filename)
+            checkpoint.atomic_torch_save(state_dict, Path(save_dir) / save_filename)
         return True
+
+    def _gathered_state_dict(self) -> dict | None:
+        """ZeRO-3: the whole state dict on rank 0 (None elsewhere), one module's params at a time."""
+        state_dict = {} if self.global_rank == 0 else None
+        for prefix, module in self.module.named_modules():
+            own = dict(module.named_parameters(recurse=False))
+            with GatheredParameters(list(own.values())):
+                if state_dict is not None:
+                    state_dict.update((f"{prefix}.{name}" if prefix else name, p.detach().clone())
+                                      for name, p in own.items())
+        if state_dict is not None:
+            state_dict.update((name, b) for name, b in self.module.named_buffers())
+            return {name: state_dict[name] for name in self.module.state_dict(keep_vars=True)}
+        return None
+
+    def memory_breakdown(self) -> dict[str, int]:
+        """Bytes of model states this rank holds right now: params (whole, or shards and
+        whatever is gathered), gradients, fp32 master weights and optimizer states."""
+        params = {id(p): p for p in self.module.parameters()}.values()
+        param_bytes = sum(p.numel() * p.element_size() for p in params)
+        grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+        if self.zero is None:
+            masters = self.masters.masters if self.masters else []
+            breakdown = {"master_weights": sum(m.numel() * m.element_size() for m in masters),
+                         "optimizer_states": sum(t.numel() * t.element_size() for s in self.optimizer.state.values()
+                                                 for t in s.values() if torch.is_tensor(t) and t.dim() > 0)}
+        else:
+            breakdown = self.zero.model_state_bytes()
+            grad_bytes += breakdown.pop("gradient_shards")
+            if self.zero.stage == 3:
+                param_bytes += sum(g.lp_shard.numel() * g.lp_shard.element_size() for g in self.zero.groups)
+        breakdown = {"params": param_bytes, "gradients": grad_bytes, **breakdown}
+        return {**breakdown, "total": sum(breakdown.values())}
 
     # ---- what DeepSpeed users query -------------------------------------------------
     def train_batch_size(self) -> int:

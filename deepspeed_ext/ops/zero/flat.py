@@ -68,6 +68,53 @@ class FlatLayout:
                 pieces.append((index, first - offset, last - first, first - start))
         return Partition(rank, start, end, tuple(pieces))
 
+    def pieces(self, rank: int) -> tuple[tuple[int, int, int, int], ...]:
+        return self.partition(rank).pieces
+
+
+@dataclass(frozen=True)
+class PerTensorLayout:
+    """ZeRO-3's layout: each tensor is padded to a multiple of world_size elements and cut into
+    world_size equal slices; rank r's shard is the concatenation of every tensor's slice r, so
+    one tensor can be gathered without touching the others."""
+
+    numels: tuple[int, ...]
+    world_size: int
+
+    @classmethod
+    def of(cls, tensors, world_size: int) -> PerTensorLayout:
+        if world_size < 1:
+            raise ValueError(f"world_size must be positive, got {world_size}")
+        return cls(tuple(t.numel() for t in tensors), world_size)
+
+    @property
+    def slice_sizes(self) -> tuple[int, ...]:
+        return tuple(-(-numel // self.world_size) for numel in self.numels)
+
+    @property
+    def shard_offsets(self) -> tuple[int, ...]:
+        offsets, total = [], 0
+        for size in self.slice_sizes:
+            offsets.append(total)
+            total += size
+        return tuple(offsets)
+
+    @property
+    def partition_size(self) -> int:
+        return sum(self.slice_sizes)
+
+    def pieces(self, rank: int) -> tuple[tuple[int, int, int, int], ...]:
+        """(tensor index, first element within the tensor, element count, offset within the
+        shard) of every tensor with real elements in rank's slice (padding has none)."""
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} is outside a layout of {self.world_size} partitions")
+        found = []
+        for index, (numel, size, offset) in enumerate(zip(self.numels, self.slice_sizes, self.shard_offsets)):
+            first = rank * size
+            if first < numel:
+                found.append((index, first, min(size, numel - first), offset))
+        return tuple(found)
+
 
 def flatten(tensors, alignment: int = 1, world_size: int = 1, out: torch.Tensor | None = None):
     """One contiguous buffer holding every tensor (all of one dtype and device), and its layout."""

@@ -1,0 +1,1 @@
+"""ZeRO stages 1-3: sharded optimizer states, gradients and (stage 3) parameters."""

@@ -1,0 +1,105 @@
+"""Turning the engine's module and param groups into a ZeRO setup for stage 1, 2 or 3:
+sharded groups, the wrapped optimizer on their fp32 masters, the gradient reducer and (stage
+3) the parameter coordinator. Also the checks that give a clear error for combinations ZeRO
+cannot run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from deepspeed_ext.ops.adam import FusedAdam
+from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
+
+from ..config_schema import ConfigError
+from ..gradients import OVERLAP_BUCKET_LIMIT
+from . import partitioned_params
+from .grad_reduce import ShardedGradReducer
+from .groups import flat_group, per_tensor_group
+from .init_context import Init
+from .optimizer import ZeroOptimizer
+from .param_fetch import ParamCoordinator
+
+# Element-wise update rules: a slice of a param steps exactly as it would inside the whole one.
+ELEMENTWISE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
+               torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta, torch.optim.Rprop,
+               torch.optim.ASGD, CPUOptimizer, FusedAdam)
+# These look at a param's shape or the whole model at once: a flat shard changes their math.
+SHAPE_DEPENDENT = tuple(getattr(torch.optim, name) for name in ("LBFGS", "SparseAdam", "Adafactor", "Muon")
+                        if hasattr(torch.optim, name))
+
+
+@dataclass
+class ZeroSetup:
+    optimizer: ZeroOptimizer
+    coordinator: ParamCoordinator | None
+
+
+def check_zero_config(config) -> None:
+    zero = config.zero_optimization
+    for name in ("offload_optimizer", "offload_param"):
+        if getattr(zero, name).device == "nvme":
+            raise ConfigError(f"zero_optimization.{name}.device 'nvme' needs the async I/O op (NVMe offload, "
+                              "ZeRO-Infinity), which deepspeed_ext does not have yet; use 'cpu' or 'none'")
+    if zero.zero_quantized_weights or zero.zero_quantized_gradients or zero.zero_hpz_partition_size > 1:
+        raise ConfigError("zero_optimization: ZeRO++ (zero_quantized_weights, zero_quantized_gradients, "
+                          "zero_hpz_partition_size) needs the quantizer op, which deepspeed_ext does not have yet")
+
+
+def check_shardable(optimizer: torch.optim.Optimizer, config) -> None:
+    name = type(optimizer).__name__
+    if isinstance(optimizer, SHAPE_DEPENDENT):
+        raise ConfigError(f"ZeRO cannot shard {name}: its update depends on each param's shape or on the whole "
+                          "model, which a flat shard does not have; use stage 0 or an element-wise optimizer "
+                          "(Adam, AdamW, SGD, Adagrad, Lion, ...)")
+    if not isinstance(optimizer, ELEMENTWISE) and not config.zero_allow_untested_optimizer:
+        raise ConfigError(f"ZeRO has not been checked with {name}: set \"zero_allow_untested_optimizer\": true if "
+                          "its update is element-wise (each element depends only on its own gradient and state)")
+    offload = config.zero_optimization.offload_optimizer.device == "cpu"
+    if offload and config.zero_force_ds_cpu_optimizer and not isinstance(optimizer, CPUOptimizer):
+        raise ConfigError(f"zero_optimization.offload_optimizer on the CPU steps with DeepSpeedCPUAdam / Adagrad / "
+                          f"Lion, got {name}; set \"zero_force_ds_cpu_optimizer\": false to use it anyway")
+
+
+def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Callable[[list[dict], torch.device],
+               torch.optim.Optimizer], config, device: torch.device, world_size: int, rank: int,
+               model_dtype: torch.dtype) -> ZeroSetup:
+    """groups: the trainable param groups (params + hyperparameters), as the user gave them."""
+    check_zero_config(config)
+    zero = config.zero_optimization
+    stage = zero.stage
+    offload = zero.offload_optimizer.device == "cpu"
+    master_device = torch.device("cpu") if offload else device
+    coordinator = None
+    if stage == 3:
+        _match_dtype(module, model_dtype)
+        Init(module=module, config={"zero_optimization": config.raw.get("zero_optimization", {})}, dtype=model_dtype)
+        coordinator = ParamCoordinator(module, zero.stage3_prefetch_bucket_size, zero.stage3_max_live_parameters,
+                                       zero.stage3_max_reuse_distance)
+    make_group = per_tensor_group if stage == 3 else flat_group
+    seen: set[int] = set()  # a tied param belongs to its first group only
+    groups = [{**g, "params": [p for p in g["params"] if id(p) not in seen and not seen.add(id(p))]} for g in groups]
+    sharded = [make_group(g["params"], {k: v for k, v in g.items() if k != "params"}, world_size, rank,
+                          master_device, offload, zero.offload_optimizer.pin_memory)
+               for g in groups if g["params"]]
+    inner = make_optimizer([{**g.options, "params": [g.master]} for g in sharded], master_device)
+    check_shardable(inner, config)
+    reducer = ShardedGradReducer(sharded, world_size, rank, min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
+                                 every_micro_step=stage >= 2, prescale=config.prescale_gradients,
+                                 predivide_factor=config.gradient_predivide_factor,
+                                 on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)
+    optimizer = ZeroOptimizer(sharded, inner, stage, reducer, zero.allgather_bucket_size, device,
+                              after_step=coordinator.refresh_persistent if coordinator else None)
+    return ZeroSetup(optimizer, coordinator)
+
+
+def _match_dtype(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """A model partitioned by zero.Init in another dtype than the config's: convert the shards."""
+    for param in module.parameters():
+        if partitioned_params.is_partitioned(param) and param.ds_tensor.dtype != dtype \
+                and param.ds_tensor.is_floating_point():
+            param.ds_tensor = param.ds_tensor.to(dtype)
+            if param.ds_status is partitioned_params.ZeroParamStatus.NOT_AVAILABLE:
+                param.data = param.data.to(dtype)

@@ -1,0 +1,122 @@
+"""ZeroOptimizer: steps a wrapped optimizer on this rank's fp32 shard of every param group and
+publishes the result: stage 1-2 all-gather the updated flat buffers, stage 3 leaves the
+shards where they are (params are gathered when a module next runs).
+
+    reducer.finish()          gradients summed into the shards (grad_reduce.py)
+    step(...)                 unscale, overflow check and clipping on the global norm
+                              (one all-reduce), the wrapped optimizer's step, write-back
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
+
+from .grad_reduce import ShardedGradReducer
+from .groups import ShardedGroup
+
+
+class ZeroOptimizer:
+    """What `engine.optimizer` is under ZeRO: param_groups, state_dict and load_state_dict
+    are the wrapped optimizer's (schedulers and users read lr there)."""
+
+    def __init__(self, groups: list[ShardedGroup], optimizer: torch.optim.Optimizer, stage: int,
+                 reducer: ShardedGradReducer, allgather_bucket_size: int, device: torch.device,
+                 after_step: Callable[[], None] | None = None) -> None:
+        self.groups, self.optimizer, self.stage, self.reducer = groups, optimizer, stage, reducer
+        self.allgather_bucket_size = allgather_bucket_size
+        self.device = device
+        self.after_step = after_step
+        self.world_size, self.rank = reducer.world_size, reducer.rank
+        # DeepSpeedCPUAdam & co. write the model-dtype copy in the same pass over memory
+        self.writes_copies = isinstance(optimizer, CPUOptimizer) and all(g.lp_shard.device.type == "cpu"
+                                                                        for g in groups)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.groups:
+            group.grad_shard.zero_()
+
+    def step(self, inverse_scale: float, clip: float, check_overflow: bool) -> tuple[bool, float | None]:
+        """One update from the summed gradients: (applied, global gradient norm or None).
+        A step with inf / NaN gradients (fp16 overflow) is skipped on every rank."""
+        for group in self.groups:
+            group.master.grad = group.grad_shard if group.grad_shard.dtype == torch.float32 \
+                else group.grad_shard.float()
+        norm = None
+        if check_overflow or clip > 0:
+            norm = self._global_norm() * inverse_scale
+            if not math.isfinite(norm):
+                self._drop_grads()
+                return False, None
+        factor = inverse_scale
+        if clip > 0:
+            factor *= min(1.0, clip / (norm + 1e-6))  # torch's clip_grad_norm_ rule
+        if factor != 1.0:
+            torch._foreach_mul_([g.master.grad for g in self.groups], factor)
+        if self.writes_copies:
+            self.optimizer.step(fp16_param_groups=[[g.lp_shard] for g in self.groups])
+        else:
+            self.optimizer.step()
+            with torch.no_grad():
+                torch._foreach_copy_([g.lp_shard for g in self.groups], [g.master for g in self.groups])
+        self._drop_grads()
+        self.publish()
+        return True, norm
+
+    def _global_norm(self) -> float:
+        squares = torch.stack([torch.linalg.vector_norm(g.master.grad) ** 2 for g in self.groups]).sum()
+        squares = squares.to(self.device)
+        if self.world_size > 1:
+            dist.all_reduce(squares)
+        return float(squares.sqrt())
+
+    def _drop_grads(self) -> None:
+        for group in self.groups:
+            group.master.grad = None
+            group.grad_shard.zero_()
+
+    def publish(self) -> None:
+        """Stage 1-2: every rank's updated slice into every rank's flat buffer, in pieces of at
+        most allgather_bucket_size elements (written in place: no second buffer)."""
+        if self.stage < 3 and self.world_size > 1:
+            for group in self.groups:
+                size = group.layout.partition_size
+                for start in range(0, size, self.allgather_bucket_size):
+                    count = min(self.allgather_bucket_size, size - start)
+                    outputs = [group.flat.narrow(0, r * size + start, count) for r in range(self.world_size)]
+                    dist.all_gather(outputs, outputs[self.rank].clone())
+        if self.after_step is not None:
+            self.after_step()
+
+    def refresh_masters_from_model(self) -> None:
+        """After the model's weights were replaced (a loaded module state): masters follow."""
+        with torch.no_grad():
+            for group in self.groups:
+                group.master.copy_(group.lp_shard)
+
+    def model_state_bytes(self) -> dict[str, int]:
+        """Bytes of the shards this rank holds for the optimizer: masters, optimizer states, gradients."""
+        states = sum(t.numel() * t.element_size() for s in self.optimizer.state.values() for t in s.values()
+                     if torch.is_tensor(t) and t.dim() > 0)
+        return {"master_weights": sum(g.master.numel() * g.master.element_size() for g in self.groups),
+                "optimizer_states": states,
+                "gradient_shards": sum(g.grad_shard.numel() * g.grad_shard.element_size() for g in self.groups)}

@@ -1,0 +1,135 @@
+"""ZeRO-3 parameters: each rank keeps only its slice of a param (`ds_tensor`); the param's own
+data is an empty tensor until someone gathers it. The attributes are DeepSpeed's:
+
+    ds_id, ds_shape, ds_numel, ds_tensor, ds_status (ZeroParamStatus), ds_persist
+
+`gather` all-gathers many params in one collective (their slices coalesced by the zero_gather
+op), synchronously or as a handle to wait on; `release` drops the gathered data again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from enum import Enum
+
+import torch
+
+from deepspeed_ext import accelerator, comm
+from deepspeed_ext.ops.zero import PerTensorLayout, flatten, zero_copy_ops
+
+_ids = itertools.count()
+
+
+class ZeroParamStatus(Enum):
+    AVAILABLE = 1  # the whole param is in param.data
+    NOT_AVAILABLE = 2  # only this rank's slice exists (ds_tensor)
+    INFLIGHT = 3  # an all-gather of it is running
+
+
+def is_partitioned(param: torch.Tensor) -> bool:
+    return hasattr(param, "ds_tensor")
+
+
+def partition(params, shard_device: torch.device | None = None, persistence_threshold: int = 0,
+              pin_memory: bool = False) -> None:
+    """Make full, identical-on-every-rank params ZeRO-3 params (those already partitioned are
+    left alone). Params of at most persistence_threshold elements stay gathered for good."""
+    world, rank = comm.get_world_size(), comm.get_rank()
+    for param in params:
+        if is_partitioned(param):
+            continue
+        numel = param.numel()
+        size = -(-numel // world)
+        device = shard_device or param.device
+        shard = torch.zeros(size, dtype=param.dtype, device=device,
+                            pin_memory=pin_memory and device.type == "cpu" and torch.cuda.is_available())
+        first = rank * size
+        count = max(0, min(size, numel - first))
+        shard[:count].copy_(param.detach().reshape(-1)[first:first + count])
+        param.ds_tensor, param.ds_shape, param.ds_numel, param.ds_id = shard, param.shape, numel, next(_ids)
+        param.ds_persist = numel <= persistence_threshold
+        param.ds_status = ZeroParamStatus.AVAILABLE
+        param.ds_gathering = None
+        if not param.ds_persist:
+            release([param])
+
+
+def release(params) -> None:
+    """Drop the gathered data of these params (persistent ones excepted)."""
+    for param in params:
+        if param.ds_status is ZeroParamStatus.INFLIGHT:
+            param.ds_gathering.wait()
+        if param.ds_persist or param.ds_status is ZeroParamStatus.NOT_AVAILABLE:
+            continue
+        param.data = torch.empty(0, dtype=param.ds_tensor.dtype, device=accelerator.current_device())
+        param.ds_status = ZeroParamStatus.NOT_AVAILABLE
+
+
+class Gathering:
+    """One all-gather of several params' slices; wait() puts the whole params in place."""
+
+    def __init__(self, params: list[torch.nn.Parameter], async_op: bool) -> None:
+        self.params = params
+        self.layout = PerTensorLayout(tuple(p.ds_numel for p in params), comm.get_world_size())
+        device = accelerator.current_device()
+        shards = [p.ds_tensor for p in params]
+        send = flatten(shards)[0] if len(shards) > 1 else shards[0]
+        send = send.to(device, non_blocking=True)
+        world = self.layout.world_size
+        if world == 1:
+            self.received, self.work = send, None
+        else:
+            self.received = torch.empty(world * send.numel(), dtype=send.dtype, device=device)
+            self.work = comm.all_gather(self.received, send, async_op=async_op)
+        for param in params:
+            param.ds_status, param.ds_gathering = ZeroParamStatus.INFLIGHT, self
+
+    def wait(self) -> None:
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
+        if self.received is None:
+            return
+        world, total = self.layout.world_size, self.layout.partition_size
+        sizes, shard_offsets = self.layout.slice_sizes, self.layout.shard_offsets
+        fulls = [torch.empty(world * size, dtype=self.received.dtype, device=self.received.device) for size in sizes]
+        views, offsets = [], []
+        for rank in range(world):  # the op wants increasing offsets: rank-major order
+            for full, size, offset in zip(fulls, sizes, shard_offsets):
+                views.append(full.narrow(0, rank * size, size))
+                offsets.append(rank * total + offset)
+        zero_copy_ops().unflatten_from(self.received, views, offsets)
+        for param, full in zip(self.params, fulls):
+            param.data = full.narrow(0, 0, param.ds_numel).view(param.ds_shape)
+            param.ds_status, param.ds_gathering = ZeroParamStatus.AVAILABLE, None
+        self.received = None
+
+
+def gather(params, async_op: bool = False) -> list[Gathering]:
+    """Start gathering the params that are not available (one collective per dtype); without
+    async_op they are in place on return. Params already in flight are waited for."""
+    pending = [p for p in params if p.ds_status is ZeroParamStatus.NOT_AVAILABLE]
+    started = []
+    for dtype in {p.ds_tensor.dtype for p in pending}:
+        started.append(Gathering([p for p in pending if p.ds_tensor.dtype == dtype], async_op))
+    if not async_op:
+        for param in params:
+            if param.ds_status is ZeroParamStatus.INFLIGHT:
+                param.ds_gathering.wait()
+    return started
+
+
+def write_back(params) -> None:
+    """After gathered params were edited: copy this rank's slice of each into its shard (and
+    into the fp32 master the optimizer steps, if there is one)."""
+    rank = comm.get_rank()
+    with torch.no_grad():
+        for param in params:
+            size = param.ds_tensor.numel()
+            first = rank * size
+            count = max(0, min(size, param.ds_numel - first))
+            piece = param.data.reshape(-1)[first:first + count]
+            param.ds_tensor[:count].copy_(piece)
+            master = getattr(param, "ds_master_shard", None)
+            if master is not None:
+                master[:count].copy_(piece)
