@@ -4,15 +4,18 @@ script copied beside the checkpoints), and save_16bit_model under stage 3."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from deepspeed_ext.utils.zero_to_fp32 import (convert_zero_checkpoint_to_fp32_state_dict,
-                                              get_fp32_state_dict_from_zero_checkpoint,
-                                              load_state_dict_from_zero_checkpoint)
+from deepspeed_ext.utils.zero_to_fp32 import (
+    convert_zero_checkpoint_to_fp32_state_dict,
+    get_fp32_state_dict_from_zero_checkpoint,
+    load_state_dict_from_zero_checkpoint,
+)
 from tests.runtime.zero.models import make_model
 from tests.runtime.zero.ranks import run_ranks
 
@@ -98,22 +101,20 @@ def test_zero_to_fp32_equals_the_unsharded_model(saved, tmp_path):
     # the copy beside the checkpoints runs on its own (torch only), from any folder
     script_output = tmp_path / "from_script.pt"
     done = subprocess.run([sys.executable, str(folder / "zero_to_fp32.py"), str(folder), str(script_output),
-                           "--tag", "global_step2"], cwd=tmp_path, capture_output=True, text=True)
+                           "--tag", "global_step2"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert torch.equal(torch.load(script_output)["hidden.weight"], state["hidden.weight"])
 
 
-def test_16bit_model_is_gathered_under_stage3(saved):
-    stage, folder, original = saved
+def test_16bit_model_is_whole(saved):
+    _, folder, original = saved
     weights = torch.load(folder / "16bit" / "pytorch_model.bin")
     assert list(weights) == list(make_model().state_dict())
     assert weights["hidden.weight"].flatten().tolist() == original["params"]["hidden.weight"]
 
 
 def test_missing_rank_file_is_named(saved, tmp_path):
-    stage, folder, _ = saved
-    copy = tmp_path / "copy"
-    subprocess.run(["cp", "-r", str(folder), str(copy)], check=True)
+    copy = shutil.copytree(saved[1], tmp_path / "copy")
     (copy / "global_step2" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
     with pytest.raises(ValueError, match="holds 1 optimizer shards but was saved by 2 ranks"):
         get_fp32_state_dict_from_zero_checkpoint(copy)
