@@ -96,7 +96,7 @@ class ShardedGradReducer:
             work.wait()
         received.div_(self.after)
         if mine:
-            torch._foreach_add_([group.grad_shard.narrow(0, offset, count) for group, offset, _, count in mine],
+            torch._foreach_add_([group.gradients().narrow(0, offset, count) for group, offset, _, count in mine],
                                 [received.narrow(0, position, count) for _, _, position, count in mine])
 
     def finish(self) -> None:

@@ -24,8 +24,17 @@ class ShardedGroup:
     rank: int
     lp_shard: torch.Tensor  # the rank's shard in the model's dtype
     master: torch.nn.Parameter  # fp32 copy of lp_shard: the optimizer steps this
-    grad_shard: torch.Tensor  # the shard's gradients, summed over ranks and micro-batches
+    grad_dtype: torch.dtype
+    grad_device: torch.device
     flat: torch.Tensor | None = None  # stage 1-2: the whole buffer the params view
+    # the shard's gradients, summed over ranks and micro-batches; exists only from the first
+    # reduction to the optimizer step (stage 1 holds whole gradients until then instead)
+    grad_shard: torch.Tensor | None = None
+
+    def gradients(self) -> torch.Tensor:
+        if self.grad_shard is None:
+            self.grad_shard = torch.zeros(self.lp_shard.numel(), dtype=self.grad_dtype, device=self.grad_device)
+        return self.grad_shard
 
     def owners(self, index: int) -> list[tuple[int, int, int, int]]:
         """Where param `index` lives: (rank, first element, count, offset within that rank's shard)."""
@@ -46,17 +55,17 @@ class ShardedGroup:
         return [(index, first, shard.narrow(0, offset, count)) for index, first, count, offset in self.pieces]
 
 
-def _shard_buffers(lp_shard: torch.Tensor, master_device: torch.device, pin: bool, offload: bool):
-    """(fp32 master, gradient shard) for a shard: the gradients stay in the model's dtype
-    (as in DeepSpeed, and the ZeRO paper's 2 bytes a param) unless offloaded, where the
-    CPU optimizer wants fp32 anyway."""
+def _master(lp_shard: torch.Tensor, master_device: torch.device, pin: bool) -> torch.nn.Parameter:
     pin = pin and torch.cuda.is_available() and master_device.type == "cpu"
     master = torch.empty(lp_shard.numel(), dtype=torch.float32, device=master_device, pin_memory=pin)
     master.copy_(lp_shard)
-    grad_dtype = torch.float32 if offload else lp_shard.dtype
-    grad_shard = torch.zeros(lp_shard.numel(), dtype=grad_dtype, device=master_device if offload else lp_shard.device,
-                             pin_memory=pin and offload)
-    return torch.nn.Parameter(master, requires_grad=False), grad_shard
+    return torch.nn.Parameter(master, requires_grad=False)
+
+
+def _gradient_placement(lp_shard: torch.Tensor, master_device: torch.device, offload: bool):
+    """Gradients stay in the model's dtype (as in DeepSpeed, and the ZeRO paper's 2 bytes a
+    param) unless offloaded, where the CPU optimizer wants fp32 beside its masters."""
+    return (torch.float32, master_device) if offload else (lp_shard.dtype, lp_shard.device)
 
 
 def flat_group(params, options: dict, world_size: int, rank: int, master_device: torch.device,
@@ -69,8 +78,8 @@ def flat_group(params, options: dict, world_size: int, rank: int, master_device:
         param.data = view
     part = layout.partition(rank)
     lp_shard = flat.narrow(0, part.start, part.end - part.start)
-    master, grad_shard = _shard_buffers(lp_shard, master_device, pin_memory, offload)
-    return ShardedGroup(list(params), options, layout, rank, lp_shard, master, grad_shard, flat)
+    return ShardedGroup(list(params), options, layout, rank, lp_shard, _master(lp_shard, master_device, pin_memory),
+                        *_gradient_placement(lp_shard, master_device, offload), flat)
 
 
 def per_tensor_group(params, options: dict, world_size: int, rank: int, master_device: torch.device,
@@ -83,7 +92,8 @@ def per_tensor_group(params, options: dict, world_size: int, rank: int, master_d
         view = lp_shard.narrow(0, offset, size)
         view.copy_(param.ds_tensor)
         param.ds_tensor = view
-    master, grad_shard = _shard_buffers(lp_shard, master_device, pin_memory, offload)
+    master = _master(lp_shard, master_device, pin_memory)
     for param, offset, size in zip(params, layout.shard_offsets, layout.slice_sizes):
         param.ds_master_shard = master.data.narrow(0, offset, size)  # GatheredParameters edits land here too
-    return ShardedGroup(list(params), options, layout, rank, lp_shard, master, grad_shard)
+    return ShardedGroup(list(params), options, layout, rank, lp_shard, master,
+                        *_gradient_placement(lp_shard, master_device, offload))

@@ -53,14 +53,13 @@ class ZeroOptimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.groups:
-            group.grad_shard.zero_()
+            group.grad_shard = None
 
     def step(self, inverse_scale: float, clip: float, check_overflow: bool) -> tuple[bool, float | None]:
         """One update from the summed gradients: (applied, global gradient norm or None).
         A step with inf / NaN gradients (fp16 overflow) is skipped on every rank."""
         for group in self.groups:
-            group.master.grad = group.grad_shard if group.grad_shard.dtype == torch.float32 \
-                else group.grad_shard.float()
+            group.master.grad = group.gradients().float()  # no copy when already fp32
         norm = None
         if check_overflow or clip > 0:
             norm = self._global_norm() * inverse_scale
@@ -92,7 +91,7 @@ class ZeroOptimizer:
     def _drop_grads(self) -> None:
         for group in self.groups:
             group.master.grad = None
-            group.grad_shard.zero_()
+            group.grad_shard = None
 
     def publish(self) -> None:
         """Stage 1-2: every rank's updated slice into every rank's flat buffer, in pieces of at
@@ -119,4 +118,5 @@ class ZeroOptimizer:
                      if torch.is_tensor(t) and t.dim() > 0)
         return {"master_weights": sum(g.master.numel() * g.master.element_size() for g in self.groups),
                 "optimizer_states": states,
-                "gradient_shards": sum(g.grad_shard.numel() * g.grad_shard.element_size() for g in self.groups)}
+                "gradient_shards": sum(g.grad_shard.numel() * g.grad_shard.element_size() for g in self.groups
+                                       if g.grad_shard is not None)}
