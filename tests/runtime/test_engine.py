@@ -123,9 +123,6 @@ def test_client_optimizer_and_errors():
     _, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                                                    config={"train_batch_size": 2})
     assert isinstance(optimizer, torch.optim.SGD)
-    with pytest.raises(deepspeed.ConfigError, match="zero_optimization.stage 2 is not available"):
-        deepspeed.initialize(model=make_model(), config={"train_batch_size": 2, "optimizer": ADAM,
-                                                         "zero_optimization": {"stage": 2}})
     with pytest.raises(deepspeed.ConfigError, match="exactly once"):
         deepspeed.initialize(model=make_model(), config={"train_batch_size": 2}, config_params={})
     with pytest.raises(deepspeed.ConfigError, match="no optimizer"):
