@@ -120,7 +120,6 @@ def get_local_rank() -> int:
 
 # torch 2.13 renamed the single-tensor collectives (the old names warn); older torch has only those.
 _REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-_ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def reduce_scatter(output, input, group=None, async_op: bool = False):
@@ -128,6 +127,29 @@ def reduce_scatter(output, input, group=None, async_op: bool = False):
     return _REDUCE_SCATTER(output, input, group=group, async_op=async_op)
 
 
-def all_gather(output, input, group=None, async_op: bool = False):
-    """Every rank's `input`, concatenated in rank order into `output`."""
-    return _ALL_GATHER(output, input, group=group, async_op=async_op)
+class _AllWork:
+    def __init__(self, works) -> None:
+        self.works = works
+
+    def wait(self) -> None:
+        for work in self.works:
+            work.wait()
+        self.works = []
+
+
+def all_gather_in_place(chunks, group=None, async_op: bool = False):
+    """An all-gather where chunks[r] is rank r's tensor and already holds this rank's values
+    at chunks[rank]: afterwards every chunk holds its owner's values. gloo does it as one
+    broadcast per owner (its broadcast moves 2 x 100 MB in 64 ms on this machine, its
+    all_gather 200 MB in 272 ms); other backends all-gather."""
+    rank = dist.get_rank(group)
+    if dist.get_backend(group) == "gloo":
+        works = [dist.broadcast(chunk, src=dist.get_global_rank(group, owner) if group else owner, group=group,
+                                async_op=True) for owner, chunk in enumerate(chunks)]
+    else:
+        works = [dist.all_gather(list(chunks), chunks[rank].clone(), group=group, async_op=True)]
+    work = _AllWork(works)
+    if async_op:
+        return work
+    work.wait()
+    return None

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from deepspeed_ext.ops.adam import FusedAdam
 from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
@@ -87,7 +88,9 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     inner = make_optimizer([{**g.options, "params": [g.master]} for g in sharded], master_device)
     check_shardable(inner, config)
     reducer = ShardedGradReducer(sharded, world_size, rank, min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
-                                 every_micro_step=stage >= 2, prescale=config.prescale_gradients,
+                                 every_micro_step=stage >= 2,
+                                 use_reduce_scatter=zero.reduce_scatter and dist.get_backend() != "gloo",
+                                 prescale=config.prescale_gradients,
                                  predivide_factor=config.gradient_predivide_factor,
                                  on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)
     optimizer = ZeroOptimizer(sharded, inner, stage, reducer, zero.allgather_bucket_size, device,

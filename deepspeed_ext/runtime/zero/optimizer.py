@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from deepspeed_ext import comm
 from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
 
 from .grad_reduce import ShardedGradReducer
@@ -91,7 +92,10 @@ class ZeroOptimizer:
     def _drop_grads(self) -> None:
         for group in self.groups:
             group.master.grad = None
-            group.grad_shard = None
+            if self.stage == 1:  # stage 1 holds whole gradients instead until the next reduction
+                group.grad_shard = None
+            elif group.grad_shard is not None:
+                group.grad_shard.zero_()
 
     def publish(self) -> None:
         """Stage 1-2: every rank's updated slice into every rank's flat buffer, in pieces of at
@@ -101,8 +105,8 @@ class ZeroOptimizer:
                 size = group.layout.partition_size
                 for start in range(0, size, self.allgather_bucket_size):
                     count = min(self.allgather_bucket_size, size - start)
-                    outputs = [group.flat.narrow(0, r * size + start, count) for r in range(self.world_size)]
-                    dist.all_gather(outputs, outputs[self.rank].clone())
+                    comm.all_gather_in_place([group.flat.narrow(0, r * size + start, count)
+                                              for r in range(self.world_size)])
         if self.after_step is not None:
             self.after_step()
 

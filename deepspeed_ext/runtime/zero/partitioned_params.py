@@ -68,7 +68,7 @@ def release(params) -> None:
 class Gathering:
     """One all-gather of several params' slices; wait() puts the whole params in place."""
 
-    def __init__(self, params: list[torch.nn.Parameter], async_op: bool) -> None:
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
         self.params = params
         self.layout = PerTensorLayout(tuple(p.ds_numel for p in params), comm.get_world_size())
         device = accelerator.current_device()
@@ -80,7 +80,9 @@ class Gathering:
             self.received, self.work = send, None
         else:
             self.received = torch.empty(world * send.numel(), dtype=send.dtype, device=device)
-            self.work = comm.all_gather(self.received, send, async_op=async_op)
+            chunks = self.received.chunk(world)
+            chunks[comm.get_rank()].copy_(send)
+            self.work = comm.all_gather_in_place(chunks, async_op=True)
         for param in params:
             param.ds_status, param.ds_gathering = ZeroParamStatus.INFLIGHT, self
 
@@ -111,7 +113,7 @@ def gather(params, async_op: bool = False) -> list[Gathering]:
     pending = [p for p in params if p.ds_status is ZeroParamStatus.NOT_AVAILABLE]
     started = []
     for dtype in {p.ds_tensor.dtype for p in pending}:
-        started.append(Gathering([p for p in pending if p.ds_tensor.dtype == dtype], async_op))
+        started.append(Gathering([p for p in pending if p.ds_tensor.dtype == dtype]))
     if not async_op:
         for param in params:
             if param.ds_status is ZeroParamStatus.INFLIGHT:

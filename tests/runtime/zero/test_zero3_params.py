@@ -54,11 +54,11 @@ engine, _, _, _ = deepspeed.initialize(model=model, config={
     "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Adam", "params": {"lr": 0.01}},
     "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 8, "stage3_prefetch_bucket_size": 100}})
 started = []
-original = partitioned_params.Gathering.__init__
-def spy(self, params, async_op):
+original = partitioned_params.gather
+def spy(params, async_op=False):
     started.append(async_op)
-    original(self, params, async_op)
-partitioned_params.Gathering.__init__ = spy
+    return original(params, async_op)
+partitioned_params.gather = spy
 x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
 losses = []
 for step in range(3):
