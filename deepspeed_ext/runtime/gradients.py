@@ -9,6 +9,8 @@ import torch.distributed as dist
 
 from deepspeed_ext.ops.zero import flatten, unflatten
 
+from .buffer_pool import BufferPool
+
 # Buckets above this many elements leave nothing to overlap for models of ordinary size
 # (DeepSpeed's default reduce_bucket_size is 5e8); DDP uses 25 MB buckets for the same reason.
 OVERLAP_BUCKET_LIMIT = 2**23
@@ -33,6 +35,7 @@ class OverlappedAllReduce:
         self.filled = 0
         self.in_flight: list[tuple] = []
         self.reduced: set[int] = set()
+        self.buffers = BufferPool(bucket_size)
         for param in self.params:
             param.register_post_accumulate_grad_hook(self._grad_ready)
 
@@ -53,10 +56,12 @@ class OverlappedAllReduce:
             self._launch()
 
     def _launch(self) -> None:
-        flat, layout = flatten(self.bucket)  # the zero_gather op: one coalesced pass
+        numel = sum(grad.numel() for grad in self.bucket)
+        buffer = self.buffers.take(numel, self.bucket[0].dtype, self.bucket[0].device)
+        flat, layout = flatten(self.bucket, out=buffer.narrow(0, 0, numel))  # the zero_gather op: one pass
         if self.before != 1.0:
             flat.div_(self.before)
-        self.in_flight.append((dist.all_reduce(flat, async_op=True), flat, layout, self.bucket))
+        self.in_flight.append((dist.all_reduce(flat, async_op=True), flat, layout, self.bucket, buffer))
         self.bucket, self.filled = [], 0
 
     def finish(self) -> None:
@@ -68,8 +73,9 @@ class OverlappedAllReduce:
                 self._grad_ready(param)
         if self.bucket:
             self._launch()
-        for work, flat, layout, grads in self.in_flight:
+        for work, flat, layout, grads, buffer in self.in_flight:
             work.wait()
             flat.div_(self.after)
             unflatten(flat, layout, into=grads)
+            self.buffers.give(buffer)
         self.in_flight, self.reduced, self.armed = [], set(), False

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from deepspeed_ext import comm
 from deepspeed_ext.ops.zero import zero_copy_ops
 
+from ..buffer_pool import BufferPool
 from .groups import ShardedGroup
 
 MAX_IN_FLIGHT = 2  # buckets sent but not yet summed: enough to overlap, and a bound on memory
@@ -29,8 +30,7 @@ MAX_IN_FLIGHT = 2  # buckets sent but not yet summed: enough to overlap, and a b
 
 class ShardedGradReducer:
     """Every rank runs the same graph, so buckets fill in the same order everywhere (as with
-    DistributedDataParallel). Bucket buffers are kept and reused: fresh large buffers cost
-    a page fault per 4 KiB every time."""
+    DistributedDataParallel)."""
 
     def __init__(self, groups: list[ShardedGroup], world_size: int, rank: int, bucket_size: int,
                  every_micro_step: bool, use_reduce_scatter: bool, prescale: bool = False,
@@ -44,7 +44,7 @@ class ShardedGradReducer:
         self.bucket: list[tuple[ShardedGroup, int, torch.Tensor]] = []
         self.filled = 0
         self.in_flight: list[tuple] = []
-        self.spare: list[torch.Tensor] = []
+        self.buffers = BufferPool(bucket_size)
         self.reduced: set[int] = set()
         self.groups = groups
         for group in groups:
@@ -70,12 +70,6 @@ class ShardedGradReducer:
         if self.on_reduced is not None:
             self.on_reduced(param)
 
-    def _buffer(self, numel: int, like: torch.Tensor) -> torch.Tensor:
-        for index, spare in enumerate(self.spare):
-            if spare.numel() >= numel and spare.dtype == like.dtype and spare.device == like.device:
-                return self.spare.pop(index)
-        return torch.empty(max(numel, self.bucket_size), dtype=like.dtype, device=like.device)
-
     def _launch(self) -> None:
         """Lay the bucket out, start its collective, and note where this rank's sums land:
         (group, offset in its shard, position in the buffer, count) per piece."""
@@ -92,7 +86,7 @@ class ShardedGradReducer:
             sizes = [sum(piece.numel() for piece, _, _ in pieces) for pieces in per_rank]
             starts = [sum(sizes[:rank]) for rank in range(self.world_size)]
             total = sum(sizes)
-        buffer = self._buffer(total, self.bucket[0][2])
+        buffer = self.buffers.take(total, self.bucket[0][2].dtype, self.bucket[0][2].device)
         send = buffer.narrow(0, 0, total)
         sources, positions, mine = [], [], []
         for rank, pieces in enumerate(per_rank):
@@ -126,9 +120,11 @@ class ShardedGradReducer:
             work.wait()
         if mine:
             pieces = [summed.narrow(0, position, count) for _, _, position, count in mine]
+            if self.after != 1.0:
+                torch._foreach_div_(pieces, self.after)
             torch._foreach_add_([group.gradients().narrow(0, offset, count) for group, offset, _, count in mine],
-                                torch._foreach_div(pieces, self.after) if self.after != 1.0 else pieces)
-        self.spare.append(buffer)
+                                pieces)
+        self.buffers.give(buffer)
 
     def finish(self) -> None:
         """At the end of a backward that reduced: reduce gradients no hook saw (params unused
