@@ -21,6 +21,8 @@ def zero_config(stage: int, accumulation: int, world: int, offload: bool = False
             "stage3_param_persistence_threshold": 10, "stage3_prefetch_bucket_size": 600}
     if offload:
         zero["offload_optimizer"] = {"device": "cpu"}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
     config = {"train_micro_batch_size_per_gpu": GLOBAL_BATCH // (world * accumulation),
               "gradient_accumulation_steps": accumulation, "gradient_clipping": 0.5,
               "optimizer": {"type": "AdamW", "params": {"lr": 0.002, "weight_decay": 0.01}},
