@@ -2,19 +2,14 @@
 bf16, schedules, data loading, the DeepSpeed getters, and two gloo ranks equal to one
 process with the global batch."""
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import deepspeed_ext as deepspeed
 from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
-
-from ..test_comm import LAUNCH_VARS, free_port
+from tests.ranks import run_ranks
 
 ADAM = {"type": "Adam", "params": {"lr": 1e-2}}
 
@@ -140,8 +135,7 @@ def test_config_arguments():
 
 
 TWO_RANKS = """
-import json, sys, torch
-sys.path.insert(0, {root!r})
+import json, torch
 import deepspeed_ext as deepspeed
 from tests.runtime.test_engine import ADAM, batches, make_model, mse
 rank = int(__import__("os").environ["RANK"])
@@ -158,16 +152,7 @@ print(json.dumps([p.detach().flatten().tolist() for p in engine.module.parameter
 
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_two_gloo_ranks_equal_one_process_with_the_global_batch(accumulation):
-    root, port = str(Path(__file__).resolve().parents[2]), str(free_port())
-    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_RANKS.format(root=root, accumulation=accumulation)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in range(2)]
-    outputs = [p.communicate(timeout=180) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    ranks = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    ranks = run_ranks(TWO_RANKS.format(accumulation=accumulation), 2)
     single = train_engine({"train_batch_size": 8, "optimizer": ADAM}, batches(5, 8))
     assert ranks[0] == ranks[1]
     for values, param in zip(ranks[0], single.module.parameters()):

@@ -4,7 +4,7 @@ param, in stage 1 (once) and stage 2 (every micro-batch) modes."""
 
 from __future__ import annotations
 
-from tests.runtime.zero.ranks import run_ranks
+from tests.ranks import run_ranks
 
 SCRIPT = """
 import json, os, torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 import deepspeed_ext as deepspeed
-from tests.runtime.zero.ranks import run_ranks
+from tests.ranks import run_ranks
 
 CHECKS = """
 import json, os, torch

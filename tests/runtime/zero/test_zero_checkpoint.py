@@ -16,8 +16,8 @@ from deepspeed_ext.utils.zero_to_fp32 import (
     get_fp32_state_dict_from_zero_checkpoint,
     load_state_dict_from_zero_checkpoint,
 )
+from tests.ranks import run_ranks
 from tests.runtime.zero.models import make_model
-from tests.runtime.zero.ranks import run_ranks
 
 SCRIPT = """
 import json, os, torch
@@ -118,3 +118,15 @@ def test_missing_rank_file_is_named(saved, tmp_path):
     (copy / "global_step2" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
     with pytest.raises(ValueError, match="holds 1 optimizer shards but was saved by 2 ranks"):
         get_fp32_state_dict_from_zero_checkpoint(copy)
+
+
+def test_bf16_checkpoint_names_and_resume(tmp_path):
+    """bf16 runs write bf16_zero_pp_rank_* optimizer files; a resume on the same ranks
+    continues bit for bit, and zero_to_fp32 reads them."""
+    original = run(3, 2, tmp_path, 0, 4, save=True, dtype="bf16")
+    names = {p.name for p in (tmp_path / "global_step2").iterdir()}
+    assert {f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(2)} <= names
+    resumed = run(3, 2, tmp_path, 2, 4, load=True, dtype="bf16")
+    assert resumed["losses"] == original["losses"][2:] and resumed["params"] == original["params"]
+    state = get_fp32_state_dict_from_zero_checkpoint(tmp_path)
+    assert state["hidden.weight"].dtype == torch.float32 and state["hidden.weight"].shape == (40, 40)

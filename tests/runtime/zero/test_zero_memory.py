@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runtime.zero.ranks import run_ranks
+from tests.ranks import run_ranks
 
 SCRIPT = """
 import json, torch

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import deepspeed_ext as deepspeed
+from tests.ranks import run_ranks
 from tests.runtime.zero.models import make_model
-from tests.runtime.zero.ranks import run_ranks
 
 STEPS, GLOBAL_BATCH = 4, 12
 

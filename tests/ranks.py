@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.test_comm import LAUNCH_VARS, free_port
 
-ROOT = str(Path(__file__).resolve().parents[3])
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def run_ranks(script: str, world_size: int, timeout: int = 240, extra_env: dict | None = None) -> list:
@@ -23,8 +24,9 @@ def run_ranks(script: str, world_size: int, timeout: int = 240, extra_env: dict 
                               env={**base, **(extra_env or {}), "RANK": str(r), "LOCAL_RANK": str(r),
                                    "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
              for r in range(world_size)]
-    try:
-        outputs = [p.communicate(timeout=timeout) for p in procs]
+    try:  # drained side by side: a rank blocked on a full pipe would stall the others' exit barrier
+        with ThreadPoolExecutor(len(procs)) as pool:
+            outputs = list(pool.map(lambda p: p.communicate(timeout=timeout), procs))
     finally:
         for p in procs:
             p.kill()
