@@ -95,6 +95,9 @@ def test_zero_to_fp32_equals_the_unsharded_model(saved, tmp_path):
     output = convert_zero_checkpoint_to_fp32_state_dict(folder, tmp_path)
     assert output == tmp_path / "pytorch_model.bin"
     assert torch.load(output).keys() == state.keys()
+    safe = convert_zero_checkpoint_to_fp32_state_dict(folder, tmp_path, safe_serialization=True)
+    from safetensors.torch import load_file
+    assert safe.name == "model.safetensors" and torch.equal(load_file(safe)["unembed.weight"], state["head.weight"])
     loaded = load_state_dict_from_zero_checkpoint(make_model(seed=5), folder)
     assert torch.equal(loaded.hidden.weight, state["hidden.weight"])
 
