@@ -4,11 +4,13 @@
 from .builder import LoadedOp, OpBuilder, OpBuildError
 from .cpu_adam import CPUAdamBuilder
 from .fused_adam import FusedAdamBuilder
+from .quantizer import QuantizerBuilder
 from .simd import SIMD_LEVELS, cpu_simd_level
 from .zero_gather import ZeroGatherBuilder
 
 ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (CPUAdamBuilder, FusedAdamBuilder,
-                                                                                 ZeroGatherBuilder)}
+                                                                                 QuantizerBuilder, ZeroGatherBuilder)}
 
-__all__ = ["ALL_OPS", "SIMD_LEVELS", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder", "ZeroGatherBuilder",
+__all__ = ["ALL_OPS", "SIMD_LEVELS", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder",
+           "QuantizerBuilder", "ZeroGatherBuilder",
            "cpu_simd_level"]

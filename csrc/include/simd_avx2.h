@@ -17,6 +17,9 @@ inline VecF operator-(VecF a, VecF b) { return VecF(_mm256_sub_ps(a.v, b.v)); }
 inline VecF operator*(VecF a, VecF b) { return VecF(_mm256_mul_ps(a.v, b.v)); }
 inline VecF operator/(VecF a, VecF b) { return VecF(_mm256_div_ps(a.v, b.v)); }
 inline VecF ds_sqrt(VecF a) { return VecF(_mm256_sqrt_ps(a.v)); }
+inline VecF ds_max(VecF a, VecF b) { return VecF(_mm256_max_ps(a.v, b.v)); }
+inline VecF ds_min(VecF a, VecF b) { return VecF(_mm256_min_ps(a.v, b.v)); }
+inline VecF ds_abs(VecF a) { return VecF(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)); }
 inline VecF ds_sign(VecF a) {
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
   const __m256 positive = _mm256_and_ps(_mm256_cmp_ps(a.v, zero, _CMP_GT_OQ), one);

@@ -17,6 +17,9 @@ inline VecF operator-(VecF a, VecF b) { return VecF(_mm512_sub_ps(a.v, b.v)); }
 inline VecF operator*(VecF a, VecF b) { return VecF(_mm512_mul_ps(a.v, b.v)); }
 inline VecF operator/(VecF a, VecF b) { return VecF(_mm512_div_ps(a.v, b.v)); }
 inline VecF ds_sqrt(VecF a) { return VecF(_mm512_sqrt_ps(a.v)); }
+inline VecF ds_max(VecF a, VecF b) { return VecF(_mm512_max_ps(a.v, b.v)); }
+inline VecF ds_min(VecF a, VecF b) { return VecF(_mm512_min_ps(a.v, b.v)); }
+inline VecF ds_abs(VecF a) { return VecF(_mm512_abs_ps(a.v)); }
 inline VecF ds_sign(VecF a) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   const __m512 positive = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, zero, _CMP_GT_OQ), one);

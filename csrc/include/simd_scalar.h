@@ -16,6 +16,9 @@ inline VecF operator-(VecF a, VecF b) { return VecF(a.v - b.v); }
 inline VecF operator*(VecF a, VecF b) { return VecF(a.v * b.v); }
 inline VecF operator/(VecF a, VecF b) { return VecF(a.v / b.v); }
 inline VecF ds_sqrt(VecF a) { return VecF(__builtin_sqrtf(a.v)); }
+inline VecF ds_max(VecF a, VecF b) { return VecF(a.v > b.v ? a.v : b.v); }
+inline VecF ds_min(VecF a, VecF b) { return VecF(a.v < b.v ? a.v : b.v); }
+inline VecF ds_abs(VecF a) { return VecF(__builtin_fabsf(a.v)); }
 inline VecF ds_sign(VecF a) { return VecF(float(a.v > 0.0f) - float(a.v < 0.0f)); }
 
 inline VecF load_bf16(const uint16_t* p) { return VecF(bf16_to_float(*p)); }

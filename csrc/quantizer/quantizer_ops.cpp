@@ -1,0 +1,96 @@
+// The quantizer op library: schemas, input checks, and the CPU impls (groups split across
+// torch's intra-op threads, each range run at the SIMD level DS_SIMD and the CPU allow).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <tuple>
+
+#include "quantize_math.h"
+#include "quantizer.h"
+#include "quantizer_checks.h"
+#include "simd.h"
+
+namespace ds::quantizer {
+namespace {
+
+constexpr int64_t kGrainElements = 1 << 16;  // per thread task: below this, threading costs more than it saves
+
+SimdLevel checked_simd_level() {
+  SimdLevel level;
+  TORCH_CHECK(active_simd_level(&level), "DS_SIMD='", std::getenv("DS_SIMD"),
+              "' is not a SIMD level; use scalar, avx2 or avx512 (or unset it)");
+  return level;
+}
+
+DType dtype_of(at::ScalarType type) {
+  return type == at::kFloat ? DType::f32 : (type == at::kBFloat16 ? DType::bf16 : DType::f16);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_cpu(const at::Tensor& input, int64_t group_size, int64_t bits,
+                                                            bool symmetric, bool stochastic, int64_t seed) {
+  const int64_t groups = check_quantize_args(input, group_size, bits, stochastic);
+  auto packed = at::empty({input.numel() * bits / 8}, input.options().dtype(at::kByte));
+  auto scales = at::empty({groups}, input.options().dtype(at::kFloat));
+  auto offsets = at::empty({groups}, input.options().dtype(at::kFloat));
+  const QuantizeJob job{input.data_ptr(), dtype_of(input.scalar_type()), group_size, int(bits), symmetric, stochastic,
+                        stochastic_key(static_cast<unsigned long long>(seed)), packed.data_ptr<uint8_t>(),
+                        scales.data_ptr<float>(), offsets.data_ptr<float>()};
+  const SimdLevel level = checked_simd_level();
+  std::atomic<int64_t> bad{-1};
+  at::parallel_for(0, groups, std::max<int64_t>(1, kGrainElements / group_size), [&](int64_t first, int64_t last) {
+    int64_t found;
+#if DS_SIMD_X86
+    if (level == SimdLevel::avx512) found = avx512::quantize_groups(job, first, last);
+    else if (level == SimdLevel::avx2) found = avx2::quantize_groups(job, first, last);
+    else
+#endif
+      found = scalar::quantize_groups(job, first, last);
+    if (found >= 0) bad.store(found);
+  });
+  TORCH_CHECK(bad.load() < 0, "quantize: input has inf or NaN (group ", bad.load(), ", elements ",
+              bad.load() * group_size, "..", (bad.load() + 1) * group_size - 1,
+              "); quantization needs finite values");
+  return {packed, scales, offsets};
+}
+
+at::Tensor dequantize_cpu(const at::Tensor& packed, const at::Tensor& scales, const at::Tensor& offsets,
+                          int64_t group_size, int64_t bits, bool symmetric, at::ScalarType dtype) {
+  check_dequantize_args(packed, scales, offsets, group_size, bits, dtype);
+  const int64_t groups = scales.numel();
+  auto output = at::empty({groups * group_size}, packed.options().dtype(dtype));
+  const DequantizeJob job{packed.data_ptr<uint8_t>(), scales.data_ptr<float>(), offsets.data_ptr<float>(), group_size,
+                          int(bits), symmetric, output.data_ptr(), dtype_of(dtype)};
+  const SimdLevel level = checked_simd_level();
+  at::parallel_for(0, groups, std::max<int64_t>(1, kGrainElements / group_size), [&](int64_t first, int64_t last) {
+#if DS_SIMD_X86
+    if (level == SimdLevel::avx512) return avx512::dequantize_groups(job, first, last);
+    if (level == SimdLevel::avx2) return avx2::dequantize_groups(job, first, last);
+#endif
+    scalar::dequantize_groups(job, first, last);
+  });
+  return output;
+}
+
+std::string quantizer_simd_level() { return simd_level_name(checked_simd_level()); }
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(deepspeed_ext, m) {
+  m.def("quantize(Tensor input, int group_size, int bits, bool symmetric, bool stochastic, int seed) "
+        "-> (Tensor packed, Tensor scales, Tensor offsets)");
+  m.def("dequantize(Tensor packed, Tensor scales, Tensor offsets, int group_size, int bits, bool symmetric, "
+        "ScalarType dtype) -> Tensor");
+  m.def("quantizer_simd_level() -> str", &quantizer_simd_level);
+}
+
+TORCH_LIBRARY_IMPL(deepspeed_ext, CPU, m) {
+  m.impl("quantize", &quantize_cpu);
+  m.impl("dequantize", &dequantize_cpu);
+}
+
+}  // namespace ds::quantizer

@@ -1,0 +1,119 @@
+"""The quantizer op against a PyTorch reference of the same rule: packed bytes and scales
+equal for every bit width, mode and input dtype, SIMD levels bit for bit, round-trip error
+within half a step, stochastic rounding unbiased and reproducible, the edge cases, and the
+errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepspeed_ext.ops.quantizer import dequantize, ds_quantizer, quantize, quantizer_ops
+from deepspeed_ext.ops.op_builder import SIMD_LEVELS, cpu_simd_level
+
+
+def reference(x: torch.Tensor, group_size: int, bits: int, symmetric: bool):
+    """(levels as int64, scales, offsets) by the rule in csrc/include/quantize_math.h."""
+    groups = x.float().view(-1, group_size)
+    if symmetric:
+        qmax = float(2 ** (bits - 1) - 1)
+        absmax = groups.abs().amax(dim=1)
+        scales = torch.where(absmax == 0, 0.0, absmax / qmax)
+        inv = torch.where(absmax == 0, 0.0, torch.full_like(absmax, qmax) / absmax)  # qmax / t is qmax * (1 / t)
+        offsets, qmin = torch.zeros_like(scales), -qmax
+    else:
+        qmax = float(2 ** bits - 1)
+        lo, hi = groups.amin(dim=1), groups.amax(dim=1)
+        scales = torch.where(hi == lo, 0.0, (hi - lo) / qmax)
+        inv = torch.where(hi == lo, 0.0, torch.full_like(lo, qmax) / (hi - lo))
+        offsets, qmin = lo, 0.0
+    levels = torch.round((groups - offsets[:, None]) * inv[:, None]).clamp(qmin, qmax)
+    return levels.long().flatten(), scales, offsets
+
+
+def unpack(packed: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    if bits == 8:
+        return packed.view(torch.int8).long() if symmetric else packed.long()
+    nibbles = torch.stack([packed & 0xF, packed >> 4], dim=1).flatten().long()
+    return torch.where(nibbles >= 8, nibbles - 16, nibbles) if symmetric else nibbles
+
+
+CASES = [(bits, symmetric, dtype, group) for bits in (8, 4) for symmetric in (True, False)
+         for dtype in (torch.float32, torch.bfloat16, torch.float16) for group in (2, 64, 1000)]
+
+
+@pytest.mark.parametrize("bits,symmetric,dtype,group", CASES)
+def test_matches_the_reference_and_round_trips_within_half_a_step(bits, symmetric, dtype, group):
+    x = (torch.randn(group * 37, generator=torch.Generator().manual_seed(group)) * 3).to(dtype)
+    packed, scales, offsets = quantize(x, group, bits, symmetric)
+    levels, ref_scales, ref_offsets = reference(x, group, bits, symmetric)
+    assert packed.numel() == x.numel() * bits // 8
+    assert torch.equal(scales, ref_scales) and torch.equal(offsets, ref_offsets)
+    assert torch.equal(unpack(packed, bits, symmetric), levels)
+    restored = dequantize(packed, scales, offsets, group, bits, symmetric, torch.float32)
+    step = scales.repeat_interleave(group)
+    assert ((restored - x.float()).abs() <= step / 2 * (1 + 1e-5) + 1e-6).all()
+    assert dequantize(packed, scales, offsets, group, bits, symmetric, dtype, x.shape).dtype == dtype
+
+
+@pytest.mark.parametrize("bits,symmetric,stochastic", [(8, True, False), (4, False, False), (8, False, True),
+                                                       (4, True, True)])
+def test_every_simd_level_writes_the_same_bytes(monkeypatch, bits, symmetric, stochastic):
+    x = torch.randn(3 * 1000 + 0, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(3))
+    results = []
+    for level in SIMD_LEVELS[: SIMD_LEVELS.index(cpu_simd_level()) + 1]:
+        monkeypatch.setenv("DS_SIMD", level)
+        assert quantizer_ops().quantizer_simd_level() == level
+        packed, scales, offsets = quantize(x, 1000, bits, symmetric, stochastic, seed=5)
+        results.append((packed, scales, offsets, dequantize(packed, scales, offsets, 1000, bits, symmetric,
+                                                            torch.bfloat16)))
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_stochastic_rounding_is_unbiased_and_reproducible():
+    x = torch.rand(512, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    draws = torch.stack([dequantize(*quantize(x, 128, 4, True, True, seed), 128, 4) for seed in range(400)])
+    step = (x.view(4, 128).abs().amax(dim=1) / 7).repeat_interleave(128)
+    assert ((draws - x).abs() < step * (1 + 1e-5)).all()  # rounded down or up, never further
+    assert (draws.mean(dim=0) - x).abs().mean() < 0.02 * step.mean()  # nearest rounding: ~0.25 step
+    nearest = dequantize(*quantize(x, 128, 4), 128, 4)
+    assert (nearest - x).abs().mean() > 0.15 * step.mean()
+    assert torch.equal(quantize(x, 128, 4, True, True, 7)[0], quantize(x, 128, 4, True, True, 7)[0])
+    assert not torch.equal(quantize(x, 128, 4, True, True, 7)[0], quantize(x, 128, 4, True, True, 8)[0])
+
+
+def test_edge_groups():
+    zeros = torch.zeros(8)
+    packed, scales, offsets = quantize(zeros, 4, 8)
+    assert torch.equal(scales, torch.zeros(2)) and torch.equal(packed, torch.zeros(8, dtype=torch.uint8))
+    assert torch.equal(dequantize(packed, scales, offsets, 4, 8), zeros)
+    constant = torch.full((6,), -2.5)
+    assert torch.equal(dequantize(*quantize(constant, 3, 8, symmetric=False), 3, 8, symmetric=False), constant)
+    single = torch.tensor([0.3, -7.0, 1e-8])  # a group of one value is exact
+    assert torch.allclose(dequantize(*quantize(single, 1, 8), 1, 8), single, rtol=1e-6, atol=0)
+    fake = ds_quantizer(torch.randn(4, 6, dtype=torch.bfloat16), groups=4, bit_num=4, asym=True)
+    assert fake.shape == (4, 6) and fake.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: quantize(torch.tensor([1.0, float("nan"), 2.0, 3.0]), 2), r"inf or NaN \(group 0, elements 0..1\)"),
+    (lambda: quantize(torch.tensor([1.0, 2.0, 3.0, float("inf")]), 2), r"group 1"),
+    (lambda: quantize(torch.randn(10), 4), "not a multiple of group_size 4"),
+    (lambda: quantize(torch.randn(9), 3, bits=4), "group_size must be even"),
+    (lambda: quantize(torch.randn(8), 4, bits=2), "bits must be 8 or 4"),
+    (lambda: quantize(torch.arange(8), 4), "supported are float32, bfloat16 and float16"),
+    (lambda: dequantize(torch.zeros(8, dtype=torch.uint8), torch.ones(3), torch.zeros(3), 4), "need 12"),
+    (lambda: ds_quantizer(torch.randn(10), groups=3), "not divisible into 3 groups"),
+])
+def test_bad_input_is_named(make, match):
+    with pytest.raises((RuntimeError, ValueError), match=match):
+        make()
+
+
+def test_fake_impls_pass_opcheck():
+    ops = quantizer_ops()
+    x = torch.randn(64)
+    torch.library.opcheck(ops.quantize.default, (x, 16, 4, False, True, 3))
+    packed, scales, offsets = ops.quantize(x, 16, 8, True, False, 0)
+    torch.library.opcheck(ops.dequantize.default, (packed, scales, offsets, 16, 8, True, torch.bfloat16))
