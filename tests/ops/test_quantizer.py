@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepspeed_ext.ops.quantizer import dequantize, ds_quantizer, quantize, quantizer_ops
 from deepspeed_ext.ops.op_builder import SIMD_LEVELS, cpu_simd_level
+from deepspeed_ext.ops.quantizer import dequantize, ds_quantizer, quantize, quantizer_ops
 
 
 def reference(x: torch.Tensor, group_size: int, bits: int, symmetric: bool):
