@@ -47,7 +47,7 @@ DS_INLINE unsigned int stochastic_key(unsigned long long seed) {
 
 // Uniform in [0, 1) with 24 random bits (exact in fp32).
 DS_INLINE float uniform01(unsigned int key, unsigned int index) {
-  return float(mix32(index ^ key) >> 8) * (1.0f / 16777216.0f);
+  return float(int(mix32(index ^ key) >> 8)) * (1.0f / 16777216.0f);  // int: converts in SIMD everywhere
 }
 
 DS_INLINE float ds_rint(float x) {

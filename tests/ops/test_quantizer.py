@@ -103,7 +103,8 @@ def test_edge_groups():
     (lambda: quantize(torch.randn(9), 3, bits=4), "group_size must be even"),
     (lambda: quantize(torch.randn(8), 4, bits=2), "bits must be 8 or 4"),
     (lambda: quantize(torch.arange(8), 4), "supported are float32, bfloat16 and float16"),
-    (lambda: dequantize(torch.zeros(8, dtype=torch.uint8), torch.ones(3), torch.zeros(3), 4), "need 12"),
+    (lambda: dequantize(torch.zeros(8, dtype=torch.uint8), torch.ones(3), torch.zeros(3), 4),
+     "packed must be a contiguous Byte tensor of 12 elements"),
     (lambda: ds_quantizer(torch.randn(10), groups=3), "not divisible into 3 groups"),
 ])
 def test_bad_input_is_named(make, match):
@@ -111,9 +112,25 @@ def test_bad_input_is_named(make, match):
         make()
 
 
-def test_fake_impls_pass_opcheck():
+def test_ops_pass_opcheck_and_write_given_buffers():
     ops = quantizer_ops()
     x = torch.randn(64)
-    torch.library.opcheck(ops.quantize.default, (x, 16, 4, False, True, 3))
-    packed, scales, offsets = ops.quantize(x, 16, 8, True, False, 0)
-    torch.library.opcheck(ops.dequantize.default, (packed, scales, offsets, 16, 8, True, torch.bfloat16))
+    out = (torch.empty(32, dtype=torch.uint8), torch.empty(4), torch.empty(4))
+    torch.library.opcheck(ops.quantize_into.default, (x, *out, 16, 4, False, True, 3))
+    assert quantize(x, 16, 4, False, True, 3, out=out)[0] is out[0]
+    restored = torch.empty(64, dtype=torch.bfloat16)
+    torch.library.opcheck(ops.dequantize_into.default, (*out, restored, 16, 4, False))
+    assert dequantize(*out, 16, 4, False, out=restored) is restored
+    with pytest.raises(RuntimeError, match="scales must be a contiguous Float tensor of 4 elements"):
+        quantize(x, 16, 8, out=(torch.empty(64, dtype=torch.uint8), torch.empty(3), torch.empty(4)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_writes_the_cpu_bytes():
+    x = torch.randn(64 * 100, dtype=torch.bfloat16)
+    for bits, symmetric, stochastic in ((8, True, False), (4, False, True)):
+        on_cpu = quantize(x, 64, bits, symmetric, stochastic, 3)
+        on_gpu = quantize(x.cuda(), 64, bits, symmetric, stochastic, 3)
+        assert all(torch.equal(a, b.cpu()) for a, b in zip(on_cpu, on_gpu))
+        assert torch.equal(dequantize(*on_cpu, 64, bits, symmetric, torch.float16),
+                           dequantize(*on_gpu, 64, bits, symmetric, torch.float16).cpu())
