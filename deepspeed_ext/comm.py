@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+from collections import Counter
 from datetime import timedelta
 
 import torch.distributed as dist
@@ -136,7 +137,9 @@ def reduce_scatter(output, input, group=None, async_op: bool = False):
     return _REDUCE_SCATTER(output, input, group=group, async_op=async_op)
 
 
-class _AllWork:
+class AllWork:
+    """Several pending collectives waited for as one."""
+
     def __init__(self, works) -> None:
         self.works = works
 
@@ -157,8 +160,38 @@ def all_gather_in_place(chunks, group=None, async_op: bool = False):
                                 async_op=True) for owner, chunk in enumerate(chunks)]
     else:
         works = [dist.all_gather(list(chunks), chunks[rank].clone(), group=group, async_op=True)]
-    work = _AllWork(works)
+    work = AllWork(works)
     if async_op:
         return work
     work.wait()
     return None
+
+
+def all_to_all(output, input, group=None, async_op: bool = False):
+    """Equal chunks of `input` to every rank; chunk r of `output` comes from rank r."""
+    return dist.all_to_all_single(output, input, group=group, async_op=async_op)
+
+
+class CommsLog:
+    """The bytes this rank hands to collectives, by purpose ("gradients", "parameters") and
+    collective: the payload tensors' sizes, counted where ZeRO calls torch.distributed."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def record(self, purpose: str, collective: str, *tensors) -> None:
+        self.counts[(purpose, collective)] += sum(t.numel() * t.element_size() for t in tensors)
+
+    def take(self) -> dict[tuple[str, str], int]:
+        """The counts since the last take, and a fresh start."""
+        counts, self.counts = dict(self.counts), Counter()
+        return counts
+
+    def by_purpose(self) -> dict[str, int]:
+        totals: Counter = Counter()
+        for (purpose, _), count in self.counts.items():
+            totals[purpose] += count
+        return dict(totals)
+
+
+comms_log = CommsLog()

@@ -44,9 +44,12 @@ def check_zero_config(config) -> None:
         if getattr(zero, name).device == "nvme":
             raise ConfigError(f"zero_optimization.{name}.device 'nvme' needs the async I/O op (NVMe offload, "
                               "ZeRO-Infinity), which deepspeed_ext does not have yet; use 'cpu' or 'none'")
-    if zero.zero_quantized_weights or zero.zero_quantized_gradients or zero.zero_hpz_partition_size > 1:
-        raise ConfigError("zero_optimization: ZeRO++ (zero_quantized_weights, zero_quantized_gradients, "
-                          "zero_hpz_partition_size) needs the quantizer op, which deepspeed_ext does not have yet")
+    for key in ("zero_quantized_weights", "zero_quantized_gradients"):
+        if getattr(zero, key) and zero.stage != 3:
+            raise ConfigError(f"zero_optimization.{key} (ZeRO++) needs stage 3, got stage {zero.stage}")
+    if zero.zero_hpz_partition_size > 1:
+        raise ConfigError("zero_optimization.zero_hpz_partition_size > 1 (ZeRO++ hierarchical partitioning) is not "
+                          "supported by deepspeed_ext yet; leave it at 1")
 
 
 def check_shardable(optimizer: torch.optim.Optimizer, config) -> None:
@@ -77,6 +80,8 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     if stage == 3:
         _match_dtype(module, model_dtype)
         Init(module=module, config={"zero_optimization": config.raw.get("zero_optimization", {})}, dtype=model_dtype)
+        for param in module.parameters():
+            param.ds_quantized_gather = zero.zero_quantized_weights
         coordinator = ParamCoordinator(module, zero.stage3_prefetch_bucket_size, zero.stage3_max_live_parameters,
                                        zero.stage3_max_reuse_distance)
     make_group = per_tensor_group if stage == 3 else flat_group
@@ -89,13 +94,20 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     check_shardable(inner, config)
     reducer = ShardedGradReducer(sharded, world_size, rank, min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
                                  every_micro_step=stage >= 2,
-                                 use_reduce_scatter=zero.reduce_scatter and dist.get_backend() != "gloo",
+                                 transport=_gradient_transport(zero),
                                  prescale=config.prescale_gradients,
                                  predivide_factor=config.gradient_predivide_factor,
                                  on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)
     optimizer = ZeroOptimizer(sharded, inner, stage, reducer, zero.allgather_bucket_size, device,
                               after_step=coordinator.refresh_persistent if coordinator else None)
     return ZeroSetup(optimizer, coordinator)
+
+
+def _gradient_transport(zero) -> str:
+    """qgZ when asked; reduce-scatter where it is fast (not on gloo: see grad_reduce.py)."""
+    if zero.zero_quantized_gradients:
+        return "quantized_all_to_all"
+    return "reduce_scatter" if zero.reduce_scatter and dist.get_backend() != "gloo" else "all_reduce"
 
 
 def _match_dtype(module: torch.nn.Module, dtype: torch.dtype) -> None:

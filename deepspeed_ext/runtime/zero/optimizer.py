@@ -105,8 +105,9 @@ class ZeroOptimizer:
                 size = group.layout.partition_size
                 for start in range(0, size, self.allgather_bucket_size):
                     count = min(self.allgather_bucket_size, size - start)
-                    comm.all_gather_in_place([group.flat.narrow(0, r * size + start, count)
-                                              for r in range(self.world_size)])
+                    chunks = [group.flat.narrow(0, r * size + start, count) for r in range(self.world_size)]
+                    comm.comms_log.record("parameters", "all_gather", chunks[self.rank])
+                    comm.all_gather_in_place(chunks)
         if self.after_step is not None:
             self.after_step()
 

@@ -15,6 +15,7 @@ from enum import Enum
 import torch
 
 from deepspeed_ext import accelerator, comm
+from deepspeed_ext.ops.quantizer import dequantize, quantize
 from deepspeed_ext.ops.zero import PerTensorLayout, flatten, zero_copy_ops
 
 _ids = itertools.count()
@@ -65,8 +66,13 @@ def release(params) -> None:
         param.ds_status = ZeroParamStatus.NOT_AVAILABLE
 
 
+QWZ_GROUP = 256  # elements per int8 group when gathers are quantized (ZeRO++ qwZ)
+
+
 class Gathering:
-    """One all-gather of several params' slices; wait() puts the whole params in place."""
+    """One all-gather of several params' slices; wait() puts the whole params in place.
+    With ds_quantized_gather (ZeRO++ qwZ) the slices travel as int8 groups and scales and
+    every rank, the owner included, uses the dequantized values, so all ranks agree."""
 
     def __init__(self, params: list[torch.nn.Parameter]) -> None:
         self.params = params
@@ -75,13 +81,29 @@ class Gathering:
         shards = [p.ds_tensor for p in params]
         send = flatten(shards)[0] if len(shards) > 1 else shards[0]
         send = send.to(device, non_blocking=True)
-        world = self.layout.world_size
+        world, rank = self.layout.world_size, comm.get_rank()
+        self.stride, self.quantized = send.numel(), None
         if world == 1:
             self.received, self.work = send, None
+        elif all(getattr(p, "ds_quantized_gather", False) for p in params):
+            self.stride = -(-send.numel() // QWZ_GROUP) * QWZ_GROUP
+            padded = torch.zeros(self.stride, dtype=send.dtype, device=device)
+            padded[:send.numel()].copy_(send)
+            groups = self.stride // QWZ_GROUP
+            packed = torch.empty(world * self.stride, dtype=torch.uint8, device=device)
+            scales = torch.empty(world * groups, dtype=torch.float32, device=device)
+            offsets = torch.empty(world * groups, dtype=torch.float32, device=device)
+            own = (packed.chunk(world)[rank], scales.chunk(world)[rank], offsets.chunk(world)[rank])
+            quantize(padded, QWZ_GROUP, 8, out=own)
+            comm.comms_log.record("parameters", "all_gather", own[0], own[1])
+            works = [comm.all_gather_in_place(t.chunk(world), async_op=True) for t in (packed, scales)]
+            self.quantized, self.work = (packed, scales, offsets, send.dtype), comm.AllWork(works)
+            self.received = None
         else:
             self.received = torch.empty(world * send.numel(), dtype=send.dtype, device=device)
             chunks = self.received.chunk(world)
-            chunks[comm.get_rank()].copy_(send)
+            chunks[rank].copy_(send)
+            comm.comms_log.record("parameters", "all_gather", send)
             self.work = comm.all_gather_in_place(chunks, async_op=True)
         for param in params:
             param.ds_status, param.ds_gathering = ZeroParamStatus.INFLIGHT, self
@@ -90,9 +112,14 @@ class Gathering:
         if self.work is not None:
             self.work.wait()
             self.work = None
+        if self.quantized is not None:
+            packed, scales, offsets, dtype = self.quantized
+            offsets.zero_()  # symmetric groups: every offset is 0 (not sent)
+            self.received = dequantize(packed, scales, offsets, QWZ_GROUP, 8, dtype=dtype)
+            self.quantized = None
         if self.received is None:
             return
-        world, total = self.layout.world_size, self.layout.partition_size
+        world, total = self.layout.world_size, self.stride
         sizes, shard_offsets = self.layout.slice_sizes, self.layout.shard_offsets
         fulls = [torch.empty(world * size, dtype=self.received.dtype, device=self.received.device) for size in sizes]
         views, offsets = [], []

@@ -1,8 +1,10 @@
-"""The gradient reducer's two transports (bucket all-reduce, sectioned reduce-scatter) give
-every rank the same sums of its own slice, on 3 gloo ranks with buckets smaller than a
+"""The gradient reducer's transports (bucket all-reduce, sectioned reduce-scatter, ZeRO++'s
+quantized all-to-all) give every rank the sums of its own slice, on 3 gloo ranks with buckets smaller than a
 param, in stage 1 (once) and stage 2 (every micro-batch) modes."""
 
 from __future__ import annotations
+
+import torch
 
 from tests.ranks import run_ranks
 
@@ -14,13 +16,13 @@ from deepspeed_ext.runtime.zero.groups import flat_group
 deepspeed.init_distributed(verbose=False)
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 shards = {}
-for use_reduce_scatter in (False, True):
+for transport in ("all_reduce", "reduce_scatter", "quantized_all_to_all"):
     for every_micro_step in (False, True):
         torch.manual_seed(0)
         params = [torch.nn.Parameter(torch.randn(n)) for n in (70, 3, 130, 1)]
         group = flat_group(params, {}, world, rank, torch.device("cpu"))
         reducer = ShardedGradReducer([group], world, rank, bucket_size=50, every_micro_step=every_micro_step,
-                                     use_reduce_scatter=use_reduce_scatter)
+                                     transport=transport)
         for micro in range(2):
             if micro == 1:
                 reducer.arm()
@@ -28,7 +30,7 @@ for use_reduce_scatter in (False, True):
             loss.backward()
             if reducer.armed:
                 reducer.finish()
-        shards[f"{use_reduce_scatter}-{every_micro_step}"] = group.grad_shard.tolist()
+        shards[f"{transport}-{every_micro_step}"] = group.grad_shard.tolist()
         part = group.layout.partition(rank)
         expected = torch.zeros(part.end - part.start)
         for index, first, count, offset in part.pieces:  # mean over ranks of the summed micro-batches
@@ -39,9 +41,17 @@ print(json.dumps(shards))
 """
 
 
-def test_both_transports_give_each_rank_its_sums():
+def test_every_transport_gives_each_rank_its_sums():
+    """Exact for all-reduce and reduce-scatter. qgZ: each contribution is off by less than one
+    4-bit step (1/7 of its group's largest value), so the mean of 6 is within 2/7 of the
+    largest gradient, and in practice far closer."""
     for shards in run_ranks(SCRIPT, 3):
-        expected = shards.pop("expected")
+        expected = torch.tensor(shards.pop("expected"))
         for name, values in shards.items():
-            assert len(values) == len(expected), name
-            assert max(abs(a - b) for a, b in zip(values, expected)) < 1e-5, name
+            values = torch.tensor(values)
+            assert values.shape == expected.shape, name
+            error = (values - expected).abs().max().item()
+            if name.startswith("quantized"):
+                assert 0 < error < 2 / 7 * expected.abs().max().item(), name
+            else:
+                assert error < 1e-5, name
