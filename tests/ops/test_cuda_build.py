@@ -15,7 +15,7 @@ from deepspeed_ext.ops.op_builder import ALL_OPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_KERNELS = {"fused_adam": ["fused_adam_step"], "zero_gather": ["flatten_into", "unflatten_from"],
-                "quantizer": ["quantize", "dequantize"]}  # op -> the ops it must register for CUDA
+                "quantizer": ["quantize_into", "dequantize_into"]}  # op -> the ops it must register for CUDA
 
 pytestmark = [
     pytest.mark.slow,
