@@ -3,11 +3,11 @@
 #include "cpu_optimizer_dispatch.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 #include <c10/util/Exception.h>
 
 #include "simd.h"
+#include "simd_level_check.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -21,13 +21,6 @@ struct Kernels {
   void (*adagrad)(const Slot&, int64_t, int64_t, const AdagradCoeffs&);
   void (*lion)(const Slot&, int64_t, int64_t, const LionCoeffs&);
 };
-
-SimdLevel checked_simd_level() {
-  SimdLevel level;
-  TORCH_CHECK(active_simd_level(&level), "DS_SIMD='", std::getenv("DS_SIMD"),
-              "' is not a SIMD level; use scalar, avx2 or avx512 (or unset it)");
-  return level;
-}
 
 Kernels kernels_for(SimdLevel level) {
 #if DS_SIMD_X86

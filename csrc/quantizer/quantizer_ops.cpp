@@ -5,25 +5,18 @@
 #include <torch/library.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <string>
 
 #include "quantize_math.h"
 #include "quantizer.h"
 #include "quantizer_checks.h"
 #include "simd.h"
+#include "simd_level_check.h"
 
 namespace ds::quantizer {
 namespace {
 
 constexpr int64_t kGrainElements = 1 << 16;  // per thread task: below this, threading costs more than it saves
-
-SimdLevel checked_simd_level() {
-  SimdLevel level;
-  TORCH_CHECK(active_simd_level(&level), "DS_SIMD='", std::getenv("DS_SIMD"),
-              "' is not a SIMD level; use scalar, avx2 or avx512 (or unset it)");
-  return level;
-}
 
 void quantize_into_cpu(const at::Tensor& input, const at::Tensor& packed, const at::Tensor& scales,
                        const at::Tensor& offsets, int64_t group_size, int64_t bits, bool symmetric, bool stochastic,
