@@ -16,6 +16,12 @@ from .buffer_pool import BufferPool
 OVERLAP_BUCKET_LIMIT = 2**23
 
 
+def averaging_divisors(world_size: int, prescale: bool, predivide_factor: float) -> tuple[float, float]:
+    """(divide before the sum, divide after it) so the sum of ranks' gradients becomes their
+    mean; prescale_gradients splits the division around the sum to keep fp16 in range."""
+    return (predivide_factor, world_size / predivide_factor) if prescale else (1.0, float(world_size))
+
+
 class OverlappedAllReduce:
     """Averages gradients while backward still runs: on the last micro-step of an
     accumulation, each parameter's hook adds its finished gradient to a bucket, and a full
@@ -28,8 +34,7 @@ class OverlappedAllReduce:
         self.params = list(params)
         self.world_size = world_size
         self.bucket_size = bucket_size
-        self.before, self.after = (predivide_factor, world_size / predivide_factor) if prescale \
-            else (1.0, float(world_size))
+        self.before, self.after = averaging_divisors(world_size, prescale, predivide_factor)
         self.armed = False
         self.bucket: list[torch.Tensor] = []
         self.filled = 0

@@ -7,6 +7,6 @@ it back into views, split it into per-rank partitions, and gather partitions acr
     full = gather_partitions(flat[part.start:part.end], layout)   # all-gather across ranks
 """
 
-from .flat import FlatLayout, Partition, PerTensorLayout, flatten, gather_partitions, unflatten, zero_copy_ops
+from .flat import FlatLayout, Partition, PerTensorLayout, flatten, gather_partitions, round_up, unflatten, zero_copy_ops
 
-__all__ = ["FlatLayout", "Partition", "PerTensorLayout", "flatten", "gather_partitions", "unflatten", "zero_copy_ops"]
+__all__ = ["FlatLayout", "Partition", "PerTensorLayout", "flatten", "gather_partitions", "round_up", "unflatten", "zero_copy_ops"]

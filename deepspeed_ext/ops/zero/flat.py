@@ -16,7 +16,7 @@ def zero_copy_ops():
     return load_mutating_ops(ZeroGatherBuilder, ("flatten_into", "unflatten_from"))
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
@@ -48,10 +48,10 @@ class FlatLayout:
             raise ValueError(f"alignment and world_size must be positive, got {alignment} and {world_size}")
         offsets, end = [], 0
         for tensor in tensors:
-            start = _round_up(end, alignment)
+            start = round_up(end, alignment)
             offsets.append(start)
             end = start + tensor.numel()
-        return cls(tuple(t.shape for t in tensors), tuple(offsets), _round_up(end, alignment * world_size), world_size)
+        return cls(tuple(t.shape for t in tensors), tuple(offsets), round_up(end, alignment * world_size), world_size)
 
     @property
     def partition_size(self) -> int:

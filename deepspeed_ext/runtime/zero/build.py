@@ -111,10 +111,8 @@ def _gradient_transport(zero) -> str:
 
 
 def _match_dtype(module: torch.nn.Module, dtype: torch.dtype) -> None:
-    """A model partitioned by zero.Init in another dtype than the config's: convert the shards."""
+    """A model partitioned by zero.Init in another dtype than the config's: convert the shards
+    (the engine's module.to(dtype) has converted the params' own data)."""
     for param in module.parameters():
-        if partitioned_params.is_partitioned(param) and param.ds_tensor.dtype != dtype \
-                and param.ds_tensor.is_floating_point():
+        if partitioned_params.is_partitioned(param) and param.ds_tensor.is_floating_point():
             param.ds_tensor = param.ds_tensor.to(dtype)
-            if param.ds_status is partitioned_params.ZeroParamStatus.NOT_AVAILABLE:
-                param.data = param.data.to(dtype)

@@ -159,9 +159,7 @@ def restore_module(module: torch.nn.Module, zero: ZeroOptimizer, folder: Path, s
         for name, param in frozen.items():
             whole = wholes[name].reshape(-1)
             if partitioned_params.is_partitioned(param):
-                size = param.ds_tensor.numel()
-                piece = whole[zero.rank * size:(zero.rank + 1) * size]
-                param.ds_tensor[:piece.numel()].copy_(piece)
+                partitioned_params.write_shard(param, whole)
                 if param.ds_status is partitioned_params.ZeroParamStatus.AVAILABLE:
                     param.data.copy_(whole.view(param.ds_shape))
             else:

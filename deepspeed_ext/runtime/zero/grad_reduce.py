@@ -23,9 +23,10 @@ import torch.distributed as dist
 
 from deepspeed_ext import comm
 from deepspeed_ext.ops.quantizer import dequantize, quantize
-from deepspeed_ext.ops.zero import zero_copy_ops
+from deepspeed_ext.ops.zero import round_up, zero_copy_ops
 
 from ..buffer_pool import BufferPool
+from ..gradients import averaging_divisors
 from .groups import ShardedGroup
 
 MAX_IN_FLIGHT = 2  # buckets sent but not yet summed: enough to overlap, and a bound on memory
@@ -60,8 +61,7 @@ class ShardedGradReducer:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.every_micro_step, self.transport = every_micro_step, transport
         self.launches = 0  # numbers the stochastic-rounding seeds
-        self.before, self.after = (predivide_factor, world_size / predivide_factor) if prescale \
-            else (1.0, float(world_size))
+        self.before, self.after = averaging_divisors(world_size, prescale, predivide_factor)
         self.on_reduced = on_reduced
         self.armed = every_micro_step
         self.bucket: list[tuple[ShardedGroup, int, torch.Tensor]] = []
@@ -101,14 +101,12 @@ class ShardedGradReducer:
             flat_grad = grad.contiguous().view(-1)
             for rank, first, count, offset in group.owners(index):
                 per_rank[rank].append((flat_grad.narrow(0, first, count), group, offset))
-        if self.transport != "all_reduce":
-            section = max(1, max(sum(piece.numel() for piece, _, _ in pieces) for pieces in per_rank))
-            if self.transport == "quantized_all_to_all":
-                section = -(-section // QGZ_GROUP) * QGZ_GROUP
+        sizes = [sum(piece.numel() for piece, _, _ in pieces) for pieces in per_rank]
+        if self.transport != "all_reduce":  # equal sections, one a rank
+            section = round_up(max(1, max(sizes)), QGZ_GROUP if self.transport == "quantized_all_to_all" else 1)
             starts = [rank * section for rank in range(self.world_size)]
             total = section * self.world_size
         else:  # packed back to back: nothing but the gradients travels
-            sizes = [sum(piece.numel() for piece, _, _ in pieces) for pieces in per_rank]
             starts = [sum(sizes[:rank]) for rank in range(self.world_size)]
             total = sum(sizes)
         buffer = self.buffers.take(total, self.bucket[0][2].dtype, self.bucket[0][2].device)

@@ -16,7 +16,7 @@ import torch
 
 from deepspeed_ext import accelerator, comm
 from deepspeed_ext.ops.quantizer import dequantize, quantize
-from deepspeed_ext.ops.zero import PerTensorLayout, flatten, zero_copy_ops
+from deepspeed_ext.ops.zero import PerTensorLayout, flatten, round_up, zero_copy_ops
 
 _ids = itertools.count()
 
@@ -35,19 +35,16 @@ def partition(params, shard_device: torch.device | None = None, persistence_thre
               pin_memory: bool = False) -> None:
     """Make full, identical-on-every-rank params ZeRO-3 params (those already partitioned are
     left alone). Params of at most persistence_threshold elements stay gathered for good."""
-    world, rank = comm.get_world_size(), comm.get_rank()
+    world = comm.get_world_size()
     for param in params:
         if is_partitioned(param):
             continue
         numel = param.numel()
-        size = -(-numel // world)
         device = shard_device or param.device
-        shard = torch.zeros(size, dtype=param.dtype, device=device,
-                            pin_memory=pin_memory and device.type == "cpu" and torch.cuda.is_available())
-        first = rank * size
-        count = max(0, min(size, numel - first))
-        shard[:count].copy_(param.detach().reshape(-1)[first:first + count])
-        param.ds_tensor, param.ds_shape, param.ds_numel, param.ds_id = shard, param.shape, numel, next(_ids)
+        param.ds_tensor = torch.zeros(round_up(numel, world) // world, dtype=param.dtype, device=device,
+                                      pin_memory=pin_memory and device.type == "cpu" and torch.cuda.is_available())
+        write_shard(param, param.detach())
+        param.ds_shape, param.ds_numel, param.ds_id = param.shape, numel, next(_ids)
         param.ds_persist = numel <= persistence_threshold
         param.ds_status = ZeroParamStatus.AVAILABLE
         param.ds_gathering = None
@@ -86,7 +83,7 @@ class Gathering:
         if world == 1:
             self.received, self.work = send, None
         elif all(getattr(p, "ds_quantized_gather", False) for p in params):
-            self.stride = -(-send.numel() // QWZ_GROUP) * QWZ_GROUP
+            self.stride = round_up(send.numel(), QWZ_GROUP)
             padded = torch.zeros(self.stride, dtype=send.dtype, device=device)
             padded[:send.numel()].copy_(send)
             groups = self.stride // QWZ_GROUP
@@ -148,17 +145,20 @@ def gather(params, async_op: bool = False) -> list[Gathering]:
     return started
 
 
-def write_back(params) -> None:
-    """After gathered params were edited: copy this rank's slice of each into its shard (and
-    into the fp32 master the optimizer steps, if there is one)."""
+def write_shard(param: torch.nn.Parameter, whole: torch.Tensor) -> None:
+    """Set this rank's shard of `param` (and the fp32 master the optimizer steps, if there is
+    one) from the whole param's values; padding is left alone."""
+    size = param.ds_tensor.numel()
     rank = comm.get_rank()
+    piece = whole.reshape(-1)[rank * size:(rank + 1) * size]
     with torch.no_grad():
-        for param in params:
-            size = param.ds_tensor.numel()
-            first = rank * size
-            count = max(0, min(size, param.ds_numel - first))
-            piece = param.data.reshape(-1)[first:first + count]
-            param.ds_tensor[:count].copy_(piece)
-            master = getattr(param, "ds_master_shard", None)
-            if master is not None:
-                master[:count].copy_(piece)
+        param.ds_tensor[:piece.numel()].copy_(piece)
+        master = getattr(param, "ds_master_shard", None)
+        if master is not None:
+            master[:piece.numel()].copy_(piece)
+
+
+def write_back(params) -> None:
+    """After gathered params were edited: their values into their shards."""
+    for param in params:
+        write_shard(param, param.data)
