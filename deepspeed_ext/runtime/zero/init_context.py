@@ -5,15 +5,13 @@ module's forward uses but does not own."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.distributed as dist
 
 from deepspeed_ext import accelerator, comm
 from deepspeed_ext.ops.zero import flatten, unflatten
 
+from ..config import load_config
 from . import partitioned_params
 from .partitioned_params import ZeroParamStatus, is_partitioned
 
@@ -59,7 +57,9 @@ class Init:
                              "default process group")
         comm.init_distributed(verbose=False)
         self.enabled = enabled
-        zero = _zero_section(config_dict_or_path if config_dict_or_path is not None else config)
+        source = config_dict_or_path if config_dict_or_path is not None else config
+        raw = load_config(source) if source is not None else {}
+        zero = raw.get("zero_optimization") or {}
         offload = zero.get("offload_param") or {}
         self.remote_device = remote_device or offload.get("device", "none")
         if self.remote_device == "nvme":
@@ -67,7 +67,7 @@ class Init:
                              "deepspeed_ext does not have yet; use 'cpu' or 'none'")
         self.pin_memory = pin_memory or offload.get("pin_memory", False)
         self.persistence_threshold = int(zero.get("stage3_param_persistence_threshold", 100_000))
-        self.dtype = dtype or _config_dtype(config_dict_or_path if config_dict_or_path is not None else config)
+        self.dtype = dtype or _config_dtype(raw)
         self.patched: dict[type, object] = {}
         if module is not None and enabled:
             self._convert(module)
@@ -114,17 +114,7 @@ class Init:
         self.patched.clear()
 
 
-def _zero_section(source) -> dict:
-    if source is None:
-        return {}
-    raw = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else dict(source)
-    return raw.get("zero_optimization") or {}
-
-
-def _config_dtype(source) -> torch.dtype:
-    if source is None:
-        return torch.float32
-    raw = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else dict(source)
+def _config_dtype(raw: dict) -> torch.dtype:
     if (raw.get("fp16") or {}).get("enabled"):
         return torch.float16
     bf16 = raw.get("bf16") or raw.get("bfloat16") or {}
