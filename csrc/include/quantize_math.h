@@ -32,11 +32,14 @@ DS_INLINE QuantParams asymmetric_params(float lo, float hi, int bits) {
 
 // A stateless hash of (key, element index): every backend, thread and SIMD lane draws the
 // same uniform number for the same element, so stochastic rounding is reproducible.
+// The SIMD kernels hash eight or sixteen indices at once with the same steps and constants.
+constexpr unsigned int kMixMultiply1 = 0x7feb352du, kMixMultiply2 = 0x846ca68bu;
+
 DS_INLINE unsigned int mix32(unsigned int x) {
   x ^= x >> 16;
-  x *= 0x7feb352du;
+  x *= kMixMultiply1;
   x ^= x >> 15;
-  x *= 0x846ca68bu;
+  x *= kMixMultiply2;
   x ^= x >> 16;
   return x;
 }
@@ -66,15 +69,35 @@ DS_INLINE float ds_floor(float x) {
 #endif
 }
 
-// The integer level of one element: round to nearest (ties to even), or stochastically
-// (down or up with probability given by the distance), clamped to the range.
-DS_INLINE float quantize_level(float x, const QuantParams& p, bool stochastic, float uniform) {
-  const float t = (x - p.offset) * p.inv_scale;
-  const float level = stochastic ? ds_floor(t + uniform) : ds_rint(t);
-  return level < p.qmin ? p.qmin : (level > p.qmax ? p.qmax : level);
+DS_INLINE float ds_max(float a, float b) { return a > b ? a : b; }
+DS_INLINE float ds_min(float a, float b) { return a < b ? a : b; }
+
+// max(hi, |v|) compared as bit patterns: the same order as floats for non-negative values,
+// and NaN (the largest pattern) is kept rather than dropped as a float max would, so a
+// symmetric group's scan needs no separate inf / NaN probe. The SIMD levels have a VecF twin.
+DS_INLINE float max_magnitude(float hi, float v) {
+  const float magnitude = __builtin_fabsf(v);
+  unsigned int a, b;
+  __builtin_memcpy(&a, &hi, 4);
+  __builtin_memcpy(&b, &magnitude, 4);
+  return b > a ? magnitude : hi;
 }
 
-DS_INLINE float dequantize_level(float level, float scale, float offset) { return level * scale + offset; }
+// The integer level of one element: round to nearest (ties to even), or stochastically
+// (down or up with probability given by the distance), clamped to the range.
+// V is float, or a SIMD kernel's VecF (which has the same four functions per lane), so
+// one formula serves every path; the input is finite, so max/min order cannot matter.
+template <class V>
+DS_INLINE V quantize_level(V x, const QuantParams& p, bool stochastic, V uniform) {
+  const V t = (x - V(p.offset)) * V(p.inv_scale);
+  const V level = stochastic ? ds_floor(t + uniform) : ds_rint(t);
+  return ds_min(ds_max(level, V(p.qmin)), V(p.qmax));
+}
+
+template <class V>
+DS_INLINE V dequantize_level(V level, float scale, float offset) {
+  return level * V(scale) + V(offset);
+}
 
 // int4: two levels a byte, the even element in the low nibble. Symmetric levels are
 // stored as 4-bit two's complement.

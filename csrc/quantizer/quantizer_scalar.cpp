@@ -4,5 +4,7 @@
 
 namespace ds::quantizer::scalar {
 #include "simd_scalar.h"
+#include "quantize_math.h"
+#include "quantize_lanes_scalar.h"
 #include "quantizer_kernels.inc"
 }  // namespace ds::quantizer::scalar
