@@ -19,6 +19,7 @@ from ..gradients import OVERLAP_BUCKET_LIMIT
 from . import partitioned_params
 from .grad_reduce import ShardedGradReducer
 from .groups import flat_group, per_tensor_group
+from .hpz import hpz_group
 from .init_context import Init
 from .optimizer import ZeroOptimizer
 from .param_fetch import ParamCoordinator
@@ -44,12 +45,12 @@ def check_zero_config(config) -> None:
         if getattr(zero, name).device == "nvme":
             raise ConfigError(f"zero_optimization.{name}.device 'nvme' needs the async I/O op (NVMe offload, "
                               "ZeRO-Infinity), which deepspeed_ext does not have yet; use 'cpu' or 'none'")
-    for key in ("zero_quantized_weights", "zero_quantized_gradients"):
-        if getattr(zero, key) and zero.stage != 3:
+    zero_pp = {"zero_quantized_weights": zero.zero_quantized_weights,
+               "zero_quantized_gradients": zero.zero_quantized_gradients,
+               "zero_hpz_partition_size": zero.zero_hpz_partition_size > 1}
+    for key, enabled in zero_pp.items():
+        if enabled and zero.stage != 3:
             raise ConfigError(f"zero_optimization.{key} (ZeRO++) needs stage 3, got stage {zero.stage}")
-    if zero.zero_hpz_partition_size > 1:
-        raise ConfigError("zero_optimization.zero_hpz_partition_size > 1 (ZeRO++ hierarchical partitioning) is not "
-                          "supported by deepspeed_ext yet; leave it at 1")
 
 
 def check_shardable(optimizer: torch.optim.Optimizer, config) -> None:
@@ -80,8 +81,10 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     if stage == 3:
         _match_dtype(module, model_dtype)
         Init(module=module, config={"zero_optimization": config.raw.get("zero_optimization", {})}, dtype=model_dtype)
+        secondary_group = hpz_group(zero.zero_hpz_partition_size)
         for param in module.parameters():
             param.ds_quantized_gather = zero.zero_quantized_weights
+            param.ds_hpz = secondary_group
         coordinator = ParamCoordinator(module, zero.stage3_prefetch_bucket_size, zero.stage3_max_live_parameters,
                                        zero.stage3_max_reuse_distance)
     make_group = per_tensor_group if stage == 3 else flat_group

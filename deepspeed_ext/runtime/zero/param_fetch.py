@@ -18,6 +18,7 @@ import math
 import torch
 
 from . import partitioned_params
+from .hpz import drop_secondaries
 from .partitioned_params import ZeroParamStatus
 
 
@@ -141,7 +142,9 @@ class ParamCoordinator:
         partitioned_params.release(self.all_params)
 
     def refresh_persistent(self) -> None:
-        """After an optimizer step: persistent params are always whole, so re-gather them."""
+        """After an optimizer step: persistent params are always whole, so re-gather them; the
+        hpZ secondary slices of the others are stale."""
+        drop_secondaries(self.all_params)
         persistent = [p for p in self.all_params if p.ds_persist]
         for param in persistent:
             param.ds_status = ZeroParamStatus.NOT_AVAILABLE

@@ -18,6 +18,8 @@ from deepspeed_ext import accelerator, comm
 from deepspeed_ext.ops.quantizer import dequantize, quantize
 from deepspeed_ext.ops.zero import PerTensorLayout, flatten, round_up, zero_copy_ops
 
+from .hpz import has_secondary, keep_secondary
+
 _ids = itertools.count()
 
 
@@ -48,6 +50,7 @@ def partition(params, shard_device: torch.device | None = None, persistence_thre
         param.ds_persist = numel <= persistence_threshold
         param.ds_status = ZeroParamStatus.AVAILABLE
         param.ds_gathering = None
+        param.ds_hpz, param.ds_secondary_tensor = None, None  # ZeRO++ hpZ: see hpz.py
         if not param.ds_persist:
             release([param])
 
@@ -59,6 +62,8 @@ def release(params) -> None:
             param.ds_gathering.wait()
         if param.ds_persist or param.ds_status is ZeroParamStatus.NOT_AVAILABLE:
             continue
+        if param.ds_hpz is not None and param.ds_secondary_tensor is None:
+            keep_secondary(param)
         param.data = torch.empty(0, dtype=param.ds_tensor.dtype, device=accelerator.current_device())
         param.ds_status = ZeroParamStatus.NOT_AVAILABLE
 
@@ -68,21 +73,26 @@ QWZ_GROUP = 256  # elements per int8 group when gathers are quantized (ZeRO++ qw
 
 class Gathering:
     """One all-gather of several params' slices; wait() puts the whole params in place.
-    With ds_quantized_gather (ZeRO++ qwZ) the slices travel as int8 groups and scales and
-    every rank, the owner included, uses the dequantized values, so all ranks agree."""
+    Params with fresh hpZ secondary slices gather those inside their hpZ group; the others
+    gather their primary slices across all ranks. With ds_quantized_gather (ZeRO++ qwZ) a
+    gather across all ranks sends int8 groups and scales and every rank, the owner included,
+    uses the dequantized values, so all ranks agree."""
 
     def __init__(self, params: list[torch.nn.Parameter]) -> None:
         self.params = params
-        self.layout = PerTensorLayout(tuple(p.ds_numel for p in params), comm.get_world_size())
+        if has_secondary(params[0]):
+            hpz = params[0].ds_hpz
+            shards, world, rank, group = [p.ds_secondary_tensor for p in params], hpz.size, hpz.rank, hpz.group
+        else:
+            shards, world, rank, group = [p.ds_tensor for p in params], comm.get_world_size(), comm.get_rank(), None
+        self.layout = PerTensorLayout(tuple(p.ds_numel for p in params), world)
         device = accelerator.current_device()
-        shards = [p.ds_tensor for p in params]
         send = flatten(shards)[0] if len(shards) > 1 else shards[0]
         send = send.to(device, non_blocking=True)
-        world, rank = self.layout.world_size, comm.get_rank()
         self.stride, self.quantized = send.numel(), None
         if world == 1:
             self.received, self.work = send, None
-        elif all(getattr(p, "ds_quantized_gather", False) for p in params):
+        elif group is None and all(getattr(p, "ds_quantized_gather", False) for p in params):
             self.stride = round_up(send.numel(), QWZ_GROUP)
             padded = torch.zeros(self.stride, dtype=send.dtype, device=device)
             padded[:send.numel()].copy_(send)
@@ -100,8 +110,8 @@ class Gathering:
             self.received = torch.empty(world * send.numel(), dtype=send.dtype, device=device)
             chunks = self.received.chunk(world)
             chunks[rank].copy_(send)
-            comm.comms_log.record("parameters", "all_gather", send)
-            self.work = comm.all_gather_in_place(chunks, async_op=True)
+            comm.comms_log.record("parameters", "all_gather" if group is None else "all_gather (hpZ group)", send)
+            self.work = comm.all_gather_in_place(chunks, group=group, async_op=True)
         for param in params:
             param.ds_status, param.ds_gathering = ZeroParamStatus.INFLIGHT, self
 
@@ -132,12 +142,13 @@ class Gathering:
 
 
 def gather(params, async_op: bool = False) -> list[Gathering]:
-    """Start gathering the params that are not available (one collective per dtype); without
-    async_op they are in place on return. Params already in flight are waited for."""
+    """Start gathering the params that are not available (one collective per dtype, and per
+    kind of slice: hpZ secondary or primary); without async_op they are in place on return.
+    Params already in flight are waited for."""
     pending = [p for p in params if p.ds_status is ZeroParamStatus.NOT_AVAILABLE]
     started = []
-    for dtype in {p.ds_tensor.dtype for p in pending}:
-        started.append(Gathering([p for p in pending if p.ds_tensor.dtype == dtype]))
+    for kind in dict.fromkeys((p.ds_tensor.dtype, has_secondary(p)) for p in pending):  # same order on every rank
+        started.append(Gathering([p for p in pending if (p.ds_tensor.dtype, has_secondary(p)) == kind]))
     if not async_op:
         for param in params:
             if param.ds_status is ZeroParamStatus.INFLIGHT:
@@ -147,7 +158,8 @@ def gather(params, async_op: bool = False) -> list[Gathering]:
 
 def write_shard(param: torch.nn.Parameter, whole: torch.Tensor) -> None:
     """Set this rank's shard of `param` (and the fp32 master the optimizer steps, if there is
-    one) from the whole param's values; padding is left alone."""
+    one) from the whole param's values; padding is left alone. Its hpZ slice is stale then."""
+    param.ds_secondary_tensor = None
     size = param.ds_tensor.numel()
     rank = comm.get_rank()
     piece = whole.reshape(-1)[rank * size:(rank + 1) * size]
