@@ -1,6 +1,7 @@
 """One builder per op. Importable as `op_builder` from a checkout and as
 `deepspeed_ext.ops.op_builder` once installed, as in DeepSpeed."""
 
+from .async_io import AsyncIOBuilder
 from .builder import LoadedOp, OpBuilder, OpBuildError
 from .cpu_adam import CPUAdamBuilder
 from .fused_adam import FusedAdamBuilder
@@ -8,9 +9,9 @@ from .quantizer import QuantizerBuilder
 from .simd import SIMD_LEVELS, cpu_simd_level
 from .zero_gather import ZeroGatherBuilder
 
-ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (CPUAdamBuilder, FusedAdamBuilder,
+ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (AsyncIOBuilder, CPUAdamBuilder, FusedAdamBuilder,
                                                                                  QuantizerBuilder, ZeroGatherBuilder)}
 
-__all__ = ["ALL_OPS", "SIMD_LEVELS", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder",
+__all__ = ["ALL_OPS", "SIMD_LEVELS", "AsyncIOBuilder", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder",
            "QuantizerBuilder", "ZeroGatherBuilder",
            "cpu_simd_level"]

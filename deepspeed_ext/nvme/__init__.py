@@ -1,0 +1,1 @@
+"""NVMe tools: ds_io, the async I/O throughput benchmark."""
