@@ -26,7 +26,7 @@ UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 def parse_size(text: str) -> int:
     """'1G', '512M', '4096', '1.5K' -> bytes (powers of 1024, as fio and DeepSpeed read them)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text.upper())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?\s*", text.upper())
     if match is None or float(match[1]) <= 0:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4096, 64K, 1M, 2G)")
     return int(float(match[1]) * UNITS[match[2]])
