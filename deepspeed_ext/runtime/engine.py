@@ -299,14 +299,16 @@ class DeepSpeedEngine(torch.nn.Module):
         tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
         if zero is None:
             files = {checkpoint.MODEL_STATES: states} if self.global_rank == 0 else {}
+            checkpoint.save(save_dir, tag, files, self.global_rank, save_latest)
         else:
             states.update(zero_checkpoint.model_metadata(self.module, zero, self.global_rank))
-            files = {zero_checkpoint.optim_file(self.global_rank, self.bfloat16_enabled()): {
-                "optimizer_state_dict": zero_checkpoint.optimizer_state(zero), "ds_config": self.config.raw,
-                "ds_version": __version__}}
-            if zero.stage == 3 or self.global_rank == 0:
-                files[zero_checkpoint.model_file(self.global_rank, zero.stage)] = states
-        checkpoint.save(save_dir, tag, files, self.global_rank, save_latest)
+            with zero.resident():  # NVMe offload: masters and states back from their files until written
+                files = {zero_checkpoint.optim_file(self.global_rank, self.bfloat16_enabled()): {
+                    "optimizer_state_dict": zero_checkpoint.optimizer_state(zero), "ds_config": self.config.raw,
+                    "ds_version": __version__}}
+                if zero.stage == 3 or self.global_rank == 0:
+                    files[zero_checkpoint.model_file(self.global_rank, zero.stage)] = states
+                checkpoint.save(save_dir, tag, files, self.global_rank, save_latest)
         if zero is not None and self.global_rank == 0:  # as DeepSpeed: the converter beside the checkpoints
             shutil.copyfile(zero_to_fp32.__file__, Path(save_dir) / "zero_to_fp32.py")
         return True
@@ -330,8 +332,9 @@ class DeepSpeedEngine(torch.nn.Module):
             if load_module_only and zero.stage < 3:
                 zero.refresh_masters_from_model()
             else:
-                zero_checkpoint.load_optimizer_state(zero, folder, self.bfloat16_enabled(),
-                                                     load_optimizer_states and not load_module_only)
+                with zero.resident():
+                    zero_checkpoint.load_optimizer_state(zero, folder, self.bfloat16_enabled(),
+                                                         load_optimizer_states and not load_module_only)
                 zero.publish()
         if self.masters is not None:
             saved_masters = states.get("fp32_master_weights")
@@ -383,8 +386,9 @@ class DeepSpeedEngine(torch.nn.Module):
         return None
 
     def memory_breakdown(self) -> dict[str, int]:
-        """Bytes of model states this rank holds right now: params (whole, or shards and
-        whatever is gathered), gradients, fp32 master weights and optimizer states."""
+        """Bytes of model states this rank holds in memory right now: params (whole, or shards
+        and whatever is gathered), gradients, fp32 master weights and optimizer states; with
+        NVMe offload also the bytes in its swap files (`swapped_to_nvme`, not in the total)."""
         params = {id(p): p for p in self.module.parameters()}.values()
         param_bytes = sum(p.numel() * p.element_size() for p in params)
         grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
@@ -399,7 +403,8 @@ class DeepSpeedEngine(torch.nn.Module):
             if self.zero.stage == 3:
                 param_bytes += sum(g.lp_shard.numel() * g.lp_shard.element_size() for g in self.zero.groups)
         breakdown = {"params": param_bytes, "gradients": grad_bytes, **breakdown}
-        return {**breakdown, "total": sum(breakdown.values())}
+        in_memory = sum(count for part, count in breakdown.items() if part != "swapped_to_nvme")
+        return {**breakdown, "total": in_memory}
 
     # ---- what DeepSpeed users query -------------------------------------------------
     def train_batch_size(self) -> int:

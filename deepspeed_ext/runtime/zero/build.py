@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from deepspeed_ext.ops.adam import FusedAdam
 from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
+from deepspeed_ext.ops.op_builder import AsyncIOBuilder
 
 from ..config_schema import ConfigError
 from ..gradients import OVERLAP_BUCKET_LIMIT
@@ -21,6 +22,7 @@ from .grad_reduce import ShardedGradReducer
 from .groups import flat_group, per_tensor_group
 from .hpz import hpz_group
 from .init_context import Init
+from .nvme_swapper import OptimizerSwapper, swap_folder
 from .optimizer import ZeroOptimizer
 from .param_fetch import ParamCoordinator
 
@@ -41,10 +43,14 @@ class ZeroSetup:
 
 def check_zero_config(config) -> None:
     zero = config.zero_optimization
-    for name in ("offload_optimizer", "offload_param"):
-        if getattr(zero, name).device == "nvme":
-            raise ConfigError(f"zero_optimization.{name}.device 'nvme' needs the async I/O op (NVMe offload, "
-                              "ZeRO-Infinity), which deepspeed_ext does not have yet; use 'cpu' or 'none'")
+    if zero.offload_param.device == "nvme":
+        raise ConfigError("zero_optimization.offload_param.device 'nvme' (stage-3 parameters on NVMe) is not supported "
+                          "by deepspeed_ext yet; use 'cpu', or NVMe for the optimizer (offload_optimizer.device)")
+    if zero.offload_optimizer.device == "nvme":
+        builder = AsyncIOBuilder()
+        if not builder.is_compatible():
+            raise ConfigError(f"zero_optimization.offload_optimizer.device 'nvme' needs the async_io op, which cannot "
+                              f"be built here: {builder.incompatible_reason}")
     zero_pp = {"zero_quantized_weights": zero.zero_quantized_weights,
                "zero_quantized_gradients": zero.zero_quantized_gradients,
                "zero_hpz_partition_size": zero.zero_hpz_partition_size > 1}
@@ -62,9 +68,9 @@ def check_shardable(optimizer: torch.optim.Optimizer, config) -> None:
     if not isinstance(optimizer, ELEMENTWISE) and not config.zero_allow_untested_optimizer:
         raise ConfigError(f"ZeRO has not been checked with {name}: set \"zero_allow_untested_optimizer\": true if "
                           "its update is element-wise (each element depends only on its own gradient and state)")
-    offload = config.zero_optimization.offload_optimizer.device == "cpu"
+    offload = config.zero_optimization.offload_optimizer.device != "none"
     if offload and config.zero_force_ds_cpu_optimizer and not isinstance(optimizer, CPUOptimizer):
-        raise ConfigError(f"zero_optimization.offload_optimizer on the CPU steps with DeepSpeedCPUAdam / Adagrad / "
+        raise ConfigError(f"zero_optimization.offload_optimizer steps on the CPU with DeepSpeedCPUAdam / Adagrad / "
                           f"Lion, got {name}; set \"zero_force_ds_cpu_optimizer\": false to use it anyway")
 
 
@@ -75,7 +81,7 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     check_zero_config(config)
     zero = config.zero_optimization
     stage = zero.stage
-    offload = zero.offload_optimizer.device == "cpu"
+    offload = zero.offload_optimizer.device != "none"  # cpu, or nvme (stepped on the CPU, stored in files)
     master_device = torch.device("cpu") if offload else device
     coordinator = None
     if stage == 3:
@@ -90,6 +96,8 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     make_group = per_tensor_group if stage == 3 else flat_group
     seen: set[int] = set()  # a tied param belongs to its first group only
     groups = [{**g, "params": [p for p in g["params"] if id(p) not in seen and not seen.add(id(p))]} for g in groups]
+    if offload:  # the unit the CPU steps (and NVMe swaps) at a time
+        groups = [sub for g in groups for sub in _sub_groups(g, zero.sub_group_size)]
     sharded = [make_group(g["params"], {k: v for k, v in g.items() if k != "params"}, world_size, rank,
                           master_device, offload, zero.offload_optimizer.pin_memory)
                for g in groups if g["params"]]
@@ -101,9 +109,28 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
                                  prescale=config.prescale_gradients,
                                  predivide_factor=config.gradient_predivide_factor,
                                  on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)
+    swapper = None
+    if zero.offload_optimizer.device == "nvme":
+        folder = swap_folder(zero.offload_optimizer.nvme_path, stage, rank)
+        swapper = OptimizerSwapper(sharded, inner, folder, vars(config.aio), zero.offload_optimizer.buffer_count)
     optimizer = ZeroOptimizer(sharded, inner, stage, reducer, zero.allgather_bucket_size, device,
-                              after_step=coordinator.refresh_persistent if coordinator else None)
+                              after_step=coordinator.refresh_persistent if coordinator else None, swapper=swapper)
     return ZeroSetup(optimizer, coordinator)
+
+
+def _sub_groups(group: dict, sub_group_size: int) -> list[dict]:
+    """A param group cut into runs of whole params of about sub_group_size elements (a param
+    larger than that is a run of its own), each with the group's hyperparameters."""
+    runs, run, count = [], [], 0
+    for param in group["params"]:
+        numel = param.ds_numel if hasattr(param, "ds_numel") else param.numel()
+        if run and count + numel > sub_group_size:
+            runs.append(run)
+            run, count = [], 0
+        run.append(param)
+        count += numel
+    runs.append(run)
+    return [{**group, "params": run} for run in runs]
 
 
 def _gradient_transport(zero) -> str:

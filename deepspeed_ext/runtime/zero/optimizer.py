@@ -9,6 +9,7 @@ shards where they are (params are gathered when a module next runs).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
 
 from .grad_reduce import ShardedGradReducer
 from .groups import ShardedGroup
+from .nvme_swapper import OptimizerSwapper
 
 
 class ZeroOptimizer:
@@ -28,11 +30,12 @@ class ZeroOptimizer:
 
     def __init__(self, groups: list[ShardedGroup], optimizer: torch.optim.Optimizer, stage: int,
                  reducer: ShardedGradReducer, allgather_bucket_size: int, device: torch.device,
-                 after_step: Callable[[], None] | None = None) -> None:
+                 after_step: Callable[[], None] | None = None, swapper: OptimizerSwapper | None = None) -> None:
         self.groups, self.optimizer, self.stage, self.reducer = groups, optimizer, stage, reducer
         self.allgather_bucket_size = allgather_bucket_size
         self.device = device
         self.after_step = after_step
+        self.swapper = swapper  # NVMe offload: masters and states are in files between steps
         self.world_size, self.rank = reducer.world_size, reducer.rank
         # DeepSpeedCPUAdam & co. write the model-dtype copy in the same pass over memory
         self.writes_copies = isinstance(optimizer, CPUOptimizer) and all(g.lp_shard.device.type == "cpu"
@@ -59,11 +62,10 @@ class ZeroOptimizer:
     def step(self, inverse_scale: float, clip: float, check_overflow: bool) -> tuple[bool, float | None]:
         """One update from the summed gradients: (applied, global gradient norm or None).
         A step with inf / NaN gradients (fp16 overflow) is skipped on every rank."""
-        for group in self.groups:
-            group.master.grad = group.gradients().float()  # no copy when already fp32
+        grads = [group.gradients().float() for group in self.groups]  # no copy when already fp32
         norm = None
         if check_overflow or clip > 0:
-            norm = self._global_norm() * inverse_scale
+            norm = self._global_norm(grads) * inverse_scale
             if not math.isfinite(norm):
                 self._drop_grads()
                 return False, None
@@ -71,27 +73,43 @@ class ZeroOptimizer:
         if clip > 0:
             factor *= min(1.0, clip / (norm + 1e-6))  # torch's clip_grad_norm_ rule
         if factor != 1.0:
-            torch._foreach_mul_([g.master.grad for g in self.groups], factor)
+            torch._foreach_mul_(grads, factor)
+        if self.swapper is None:
+            self._update(range(len(self.groups)), grads)
+        else:
+            for index in self.swapper.in_turn():  # one sub-group in memory at a time
+                self._update([index], grads)
+        self._drop_grads()
+        self.publish()
+        return True, norm
+
+    def _update(self, indices, grads: list[torch.Tensor]) -> None:
+        """The wrapped optimizer's step on these groups (the others have no gradient, so it skips them)."""
+        chosen = [self.groups[i] for i in indices]
+        for index, group in zip(indices, chosen):
+            group.master.grad = grads[index]
         if self.writes_copies:
             self.optimizer.step(fp16_param_groups=[[g.lp_shard] for g in self.groups])
         else:
             self.optimizer.step()
             with torch.no_grad():
-                torch._foreach_copy_([g.lp_shard for g in self.groups], [g.master for g in self.groups])
-        self._drop_grads()
-        self.publish()
-        return True, norm
+                torch._foreach_copy_([g.lp_shard for g in chosen], [g.master for g in chosen])
+        for group in chosen:
+            group.master.grad = None
 
-    def _global_norm(self) -> float:
-        squares = torch.stack([torch.linalg.vector_norm(g.master.grad) ** 2 for g in self.groups]).sum()
+    def _global_norm(self, grads: list[torch.Tensor]) -> float:
+        squares = torch.stack([torch.linalg.vector_norm(g) ** 2 for g in grads]).sum()
         squares = squares.to(self.device)
         if self.world_size > 1:
             dist.all_reduce(squares)
         return float(squares.sqrt())
 
+    def resident(self):
+        """A context in which every master and optimizer state is in memory (checkpoints)."""
+        return self.swapper.all_resident() if self.swapper else contextlib.nullcontext()
+
     def _drop_grads(self) -> None:
         for group in self.groups:
-            group.master.grad = None
             if self.stage == 1:  # stage 1 holds whole gradients instead until the next reduction
                 group.grad_shard = None
             elif group.grad_shard is not None:
@@ -113,15 +131,17 @@ class ZeroOptimizer:
 
     def refresh_masters_from_model(self) -> None:
         """After the model's weights were replaced (a loaded module state): masters follow."""
-        with torch.no_grad():
+        with torch.no_grad(), self.resident():
             for group in self.groups:
                 group.master.copy_(group.lp_shard)
 
     def model_state_bytes(self) -> dict[str, int]:
-        """Bytes of the shards this rank holds for the optimizer: masters, optimizer states, gradients."""
+        """Bytes of the shards this rank holds in memory for the optimizer: masters, optimizer
+        states, gradients (and, with NVMe offload, the bytes in its swap files)."""
         states = sum(t.numel() * t.element_size() for s in self.optimizer.state.values() for t in s.values()
                      if torch.is_tensor(t) and t.dim() > 0)
-        return {"master_weights": sum(g.master.numel() * g.master.element_size() for g in self.groups),
-                "optimizer_states": states,
-                "gradient_shards": sum(g.grad_shard.numel() * g.grad_shard.element_size() for g in self.groups
-                                       if g.grad_shard is not None)}
+        resident = {"master_weights": sum(g.master.numel() * g.master.element_size() for g in self.groups),
+                    "optimizer_states": states,
+                    "gradient_shards": sum(g.grad_shard.numel() * g.grad_shard.element_size() for g in self.groups
+                                           if g.grad_shard is not None)}
+        return resident if self.swapper is None else {**resident, "swapped_to_nvme": self.swapper.swapped_bytes()}

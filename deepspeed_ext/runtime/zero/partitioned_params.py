@@ -167,7 +167,7 @@ def write_shard(param: torch.nn.Parameter, whole: torch.Tensor) -> None:
         param.ds_tensor[:piece.numel()].copy_(piece)
         master = getattr(param, "ds_master_shard", None)
         if master is not None:
-            master[:piece.numel()].copy_(piece)
+            master.narrow(0, 0, piece.numel()).copy_(piece)  # a tensor view, or nvme_swapper.MasterSlice
 
 
 def write_back(params) -> None:
