@@ -401,7 +401,8 @@ class DeepSpeedEngine(torch.nn.Module):
             breakdown = self.zero.model_state_bytes()
             grad_bytes += breakdown.pop("gradient_shards")
             if self.zero.stage == 3:
-                param_bytes += sum(g.lp_shard.numel() * g.lp_shard.element_size() for g in self.zero.groups)
+                param_bytes += sum(g.lp_shard.numel() * g.lp_shard.element_size() for g in self.zero.groups
+                                   if not g.lp_shard.is_meta)  # meta: on NVMe
         breakdown = {"params": param_bytes, "gradients": grad_bytes, **breakdown}
         in_memory = sum(count for part, count in breakdown.items() if part != "swapped_to_nvme")
         return {**breakdown, "total": in_memory}

@@ -25,6 +25,7 @@ from .init_context import Init
 from .nvme_swapper import OptimizerSwapper, swap_folder
 from .optimizer import ZeroOptimizer
 from .param_fetch import ParamCoordinator
+from .param_swapper import ParamSwapper
 
 # Element-wise update rules: a slice of a param steps exactly as it would inside the whole one.
 ELEMENTWISE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
@@ -43,14 +44,11 @@ class ZeroSetup:
 
 def check_zero_config(config) -> None:
     zero = config.zero_optimization
-    if zero.offload_param.device == "nvme":
-        raise ConfigError("zero_optimization.offload_param.device 'nvme' (stage-3 parameters on NVMe) is not supported "
-                          "by deepspeed_ext yet; use 'cpu', or NVMe for the optimizer (offload_optimizer.device)")
-    if zero.offload_optimizer.device == "nvme":
+    for name in ("offload_optimizer", "offload_param"):
         builder = AsyncIOBuilder()
-        if not builder.is_compatible():
-            raise ConfigError(f"zero_optimization.offload_optimizer.device 'nvme' needs the async_io op, which cannot "
-                              f"be built here: {builder.incompatible_reason}")
+        if getattr(zero, name).device == "nvme" and not builder.is_compatible():
+            raise ConfigError(f"zero_optimization.{name}.device 'nvme' needs the async_io op, which cannot be built "
+                              f"here: {builder.incompatible_reason}")
     zero_pp = {"zero_quantized_weights": zero.zero_quantized_weights,
                "zero_quantized_gradients": zero.zero_quantized_gradients,
                "zero_hpz_partition_size": zero.zero_hpz_partition_size > 1}
@@ -111,10 +109,13 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
                                  on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)
     swapper = None
     if zero.offload_optimizer.device == "nvme":
-        folder = swap_folder(zero.offload_optimizer.nvme_path, stage, rank)
+        folder = swap_folder(zero.offload_optimizer.nvme_path, stage, rank, "offload_optimizer")
         swapper = OptimizerSwapper(sharded, inner, folder, vars(config.aio), zero.offload_optimizer.buffer_count)
     optimizer = ZeroOptimizer(sharded, inner, stage, reducer, zero.allgather_bucket_size, device,
                               after_step=coordinator.refresh_persistent if coordinator else None, swapper=swapper)
+    if zero.offload_param.device == "nvme":
+        folder = swap_folder(zero.offload_param.nvme_path, stage, rank, "offload_param")
+        optimizer.param_swapper = ParamSwapper(sharded, folder, vars(config.aio), zero.offload_param.max_in_cpu)
     return ZeroSetup(optimizer, coordinator)
 
 

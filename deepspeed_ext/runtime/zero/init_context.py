@@ -62,9 +62,6 @@ class Init:
         zero = raw.get("zero_optimization") or {}
         offload = zero.get("offload_param") or {}
         self.remote_device = remote_device or offload.get("device", "none")
-        if self.remote_device == "nvme":
-            raise ValueError("Init: remote_device 'nvme' needs the async I/O op (NVMe offload), which "
-                             "deepspeed_ext does not have yet; use 'cpu' or 'none'")
         self.pin_memory = pin_memory or offload.get("pin_memory", False)
         self.persistence_threshold = int(zero.get("stage3_param_persistence_threshold", 100_000))
         self.dtype = dtype or _config_dtype(raw)
@@ -80,7 +77,8 @@ class Init:
         for param in params:
             param.data = param.data.to(device, dtype=self.dtype if param.is_floating_point() else param.dtype)
         broadcast_from(params, 0)
-        shard_device = torch.device("cpu") if self.remote_device == "cpu" else None
+        # nvme: shards wait in CPU memory until deepspeed.initialize moves them to their files
+        shard_device = torch.device("cpu") if self.remote_device in ("cpu", "nvme") else None
         partitioned_params.partition(params, shard_device, self.persistence_threshold, self.pin_memory)
 
     def __enter__(self):

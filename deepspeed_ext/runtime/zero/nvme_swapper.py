@@ -22,12 +22,14 @@ from deepspeed_ext.ops.aio import aio_handle
 from .groups import ShardedGroup
 
 
-def swap_folder(nvme_path: str, stage: int, rank: int) -> Path:
-    folder = Path(nvme_path) / f"zero_stage_{stage}" / "optimizer" / f"rank{rank}"
+def swap_folder(nvme_path: str, stage: int, rank: int, section: str) -> Path:
+    """<nvme_path>/zero_stage_<stage>/<optimizer|params>/rank<rank>, created."""
+    kind = "optimizer" if section == "offload_optimizer" else "params"
+    folder = Path(nvme_path) / f"zero_stage_{stage}" / kind / f"rank{rank}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OSError(error.errno, f"zero_optimization.offload_optimizer.nvme_path: cannot create {folder}: "
+        raise OSError(error.errno, f"zero_optimization.{section}.nvme_path: cannot create {folder}: "
                                    f"{error.strerror}") from None
     return folder
 

@@ -22,6 +22,7 @@ from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
 from .grad_reduce import ShardedGradReducer
 from .groups import ShardedGroup
 from .nvme_swapper import OptimizerSwapper
+from .param_swapper import ParamSwapper
 
 
 class ZeroOptimizer:
@@ -36,6 +37,7 @@ class ZeroOptimizer:
         self.device = device
         self.after_step = after_step
         self.swapper = swapper  # NVMe offload: masters and states are in files between steps
+        self.param_swapper: ParamSwapper | None = None  # stage-3 shards on NVMe; set by build_zero
         self.world_size, self.rank = reducer.world_size, reducer.rank
         # DeepSpeedCPUAdam & co. write the model-dtype copy in the same pass over memory
         self.writes_copies = isinstance(optimizer, CPUOptimizer) and all(g.lp_shard.device.type == "cpu"
@@ -74,11 +76,12 @@ class ZeroOptimizer:
             factor *= min(1.0, clip / (norm + 1e-6))  # torch's clip_grad_norm_ rule
         if factor != 1.0:
             torch._foreach_mul_(grads, factor)
-        if self.swapper is None:
+        if self.swapper is None and self.param_swapper is None:
             self._update(range(len(self.groups)), grads)
-        else:
-            for index in self.swapper.in_turn():  # one sub-group in memory at a time
-                self._update([index], grads)
+        else:  # one sub-group in memory at a time
+            for index in self.swapper.in_turn() if self.swapper else range(len(self.groups)):
+                with self._shards_resident([self.groups[index]]):
+                    self._update([index], grads)
         self._drop_grads()
         self.publish()
         return True, norm
@@ -104,9 +107,15 @@ class ZeroOptimizer:
             dist.all_reduce(squares)
         return float(squares.sqrt())
 
+    def _shards_resident(self, groups: list[ShardedGroup]):
+        return self.param_swapper.group_resident(groups) if self.param_swapper else contextlib.nullcontext()
+
+    @contextlib.contextmanager
     def resident(self):
-        """A context in which every master and optimizer state is in memory (checkpoints)."""
-        return self.swapper.all_resident() if self.swapper else contextlib.nullcontext()
+        """A context in which every master, optimizer state and shard is in memory (checkpoints)."""
+        with self.swapper.all_resident() if self.swapper else contextlib.nullcontext(), \
+                self._shards_resident(self.groups):
+            yield
 
     def _drop_grads(self) -> None:
         for group in self.groups:
@@ -144,4 +153,7 @@ class ZeroOptimizer:
                     "optimizer_states": states,
                     "gradient_shards": sum(g.grad_shard.numel() * g.grad_shard.element_size() for g in self.groups
                                            if g.grad_shard is not None)}
-        return resident if self.swapper is None else {**resident, "swapped_to_nvme": self.swapper.swapped_bytes()}
+        if self.swapper is None and self.param_swapper is None:
+            return resident
+        swappers = [s for s in (self.swapper, self.param_swapper) if s is not None]
+        return {**resident, "swapped_to_nvme": sum(s.swapped_bytes() for s in swappers)}

@@ -80,15 +80,22 @@ class Gathering:
 
     def __init__(self, params: list[torch.nn.Parameter]) -> None:
         self.params = params
+        swapped = []
         if has_secondary(params[0]):
             hpz = params[0].ds_hpz
             shards, world, rank, group = [p.ds_secondary_tensor for p in params], hpz.size, hpz.rank, hpz.group
         else:
+            swapped = [p for p in params if p.ds_tensor.is_meta]  # on NVMe (param_swapper.py): read them
+            if swapped:
+                swapped[0].ds_param_swapper.bring_in(swapped)
             shards, world, rank, group = [p.ds_tensor for p in params], comm.get_world_size(), comm.get_rank(), None
         self.layout = PerTensorLayout(tuple(p.ds_numel for p in params), world)
         device = accelerator.current_device()
         send = flatten(shards)[0] if len(shards) > 1 else shards[0]
         send = send.to(device, non_blocking=True)
+        if swapped:
+            send = send.clone() if len(shards) == 1 else send  # the shard itself is dropped now
+            swapped[0].ds_param_swapper.drop(swapped)
         self.stride, self.quantized = send.numel(), None
         if world == 1:
             self.received, self.work = send, None
@@ -164,7 +171,10 @@ def write_shard(param: torch.nn.Parameter, whole: torch.Tensor) -> None:
     rank = comm.get_rank()
     piece = whole.reshape(-1)[rank * size:(rank + 1) * size]
     with torch.no_grad():
-        param.ds_tensor[:piece.numel()].copy_(piece)
+        if getattr(param, "ds_param_swapper", None) is not None:
+            param.ds_param_swapper.write(param, piece)
+        else:
+            param.ds_tensor[:piece.numel()].copy_(piece)
         master = getattr(param, "ds_master_shard", None)
         if master is not None:
             master.narrow(0, 0, piece.numel()).copy_(piece)  # a tensor view, or nvme_swapper.MasterSlice

@@ -1,5 +1,5 @@
 """ZeRO's configuration errors and single-process behaviour: optimizers it cannot shard,
-offload needing the CPU optimizers, parameters on NVMe (not there yet), a client optimizer
+offload needing the CPU optimizers, a client optimizer
 object, and fp16 overflow skipping the step."""
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class SignSGD(torch.optim.Optimizer):
 
 
 @pytest.mark.parametrize("zero,extra,message", [
-    ({"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/tmp"}}, {}, "offload_param.device 'nvme'"),
     ({"stage": 2, "offload_param": {"device": "cpu"}}, {}, "offload_param needs stage 3"),
     ({"stage": 2, "zero_quantized_weights": True}, {}, r"zero_quantized_weights \(ZeRO\+\+\) needs stage 3"),
     ({"stage": 2, "zero_hpz_partition_size": 2}, {}, r"zero_hpz_partition_size \(ZeRO\+\+\) needs stage 3"),

@@ -1,7 +1,8 @@
-"""ZeRO-Infinity optimizer offload to NVMe: the params after training are bit for bit CPU
-offload's (same sub-groups, fp32, clipping, on 2 ranks, stages 1-3, every buffer_count), a
-checkpoint carries the swapped states and resumes exactly, edits to stage-3 params reach the
-swapped masters, and the process's peak memory drops by about the swapped bytes."""
+"""ZeRO-Infinity offload to NVMe: with the optimizer (and at stage 3 the param shards) in files
+the params after training are bit for bit CPU offload's (same sub-groups, fp32, clipping, on 2
+ranks, stages 1-3, every buffer_count), a checkpoint carries the swapped states and resumes
+exactly, edits to stage-3 params reach the swapped masters and shards, and the process's
+peak memory drops by about the swapped bytes."""
 
 from __future__ import annotations
 
@@ -22,25 +23,26 @@ import json, os, sys, torch
 import deepspeed_ext as deepspeed
 from tests.runtime.zero.test_zero_nvme import train
 rank = int(os.environ["RANK"])
-print(json.dumps(train({stage}, "{device}", {buffer_count}, {folder!r}, rank, int(os.environ["WORLD_SIZE"]))))
+print(json.dumps(train({stage}, "{device}", {buffer_count}, {folder!r}, rank, int(os.environ["WORLD_SIZE"]),
+                      param_device="{param_device}")))
 """
 
 
-def nvme_config(stage: int, device: str, buffer_count: int, folder: str, micro: int) -> dict:
-    offload = {"device": device, "buffer_count": buffer_count}
-    if device == "nvme":
-        offload["nvme_path"] = folder
+def nvme_config(stage: int, device: str, buffer_count: int, folder: str, micro: int, param_device: str = "none") -> dict:
+    offload = {"device": device, "buffer_count": buffer_count, "nvme_path": folder or None}
+    zero = {"stage": stage, "sub_group_size": 700, "offload_optimizer": offload,
+            "stage3_param_persistence_threshold": 10}
+    if param_device != "none":
+        zero["offload_param"] = {"device": param_device, "nvme_path": folder or None, "max_in_cpu": 0}
     return {"train_micro_batch_size_per_gpu": micro, "gradient_clipping": 0.5,
             "optimizer": {"type": "AdamW", "params": {"lr": 0.002, "weight_decay": 0.01}},
-            "aio": {"block_size": 4096, "queue_depth": 4, "thread_count": 2},
-            "zero_optimization": {"stage": stage, "sub_group_size": 700, "offload_optimizer": offload,
-                                  "stage3_param_persistence_threshold": 10}}
+            "aio": {"block_size": 4096, "queue_depth": 4, "thread_count": 2}, "zero_optimization": zero}
 
 
 def train(stage: int, device: str, buffer_count: int, folder: str, rank: int, world: int, steps: int = 4,
-          engine=None) -> dict:
+          engine=None, param_device: str = "none") -> dict:
     """Trains the awkward model; returns the whole params and the losses."""
-    config = nvme_config(stage, device, buffer_count, folder, 6 // world)
+    config = nvme_config(stage, device, buffer_count, folder, 6 // world, param_device)
     if engine is None:
         engine, _, _, _ = deepspeed.initialize(model=make_model(), config=config)
     share = 6 // world
@@ -56,36 +58,43 @@ def train(stage: int, device: str, buffer_count: int, folder: str, rank: int, wo
     return {"params": whole, "losses": losses, "memory": engine.memory_breakdown()}
 
 
-@pytest.mark.parametrize("stage,buffer_count", [(1, 4), (2, 1), (2, 2), (3, 4)])
-def test_nvme_offload_trains_exactly_like_cpu_offload(tmp_path, stage, buffer_count):
-    cpu = run_ranks(SCRIPT.format(stage=stage, device="cpu", buffer_count=4, folder=""), 2)
-    nvme = run_ranks(SCRIPT.format(stage=stage, device="nvme", buffer_count=buffer_count, folder=str(tmp_path)), 2)
+@pytest.mark.parametrize("stage,buffer_count,params_too", [(1, 4, False), (2, 1, False), (2, 2, False),
+                                                         (3, 4, False), (3, 3, True)])
+def test_nvme_offload_trains_exactly_like_cpu_offload(tmp_path, stage, buffer_count, params_too):
+    param_cpu, param_nvme = ("cpu", "nvme") if params_too else ("none", "none")
+    cpu = run_ranks(SCRIPT.format(stage=stage, device="cpu", buffer_count=4, folder="", param_device=param_cpu), 2)
+    nvme = run_ranks(SCRIPT.format(stage=stage, device="nvme", buffer_count=buffer_count, folder=str(tmp_path),
+                                   param_device=param_nvme), 2)
     for on_cpu, on_nvme in zip(cpu, nvme):
         assert on_nvme["params"] == on_cpu["params"]
         assert on_nvme["memory"]["master_weights"] == 0 and on_nvme["memory"]["optimizer_states"] == 0
-        # master + exp_avg + exp_avg_sq of every sub-group, in files
-        assert on_nvme["memory"]["swapped_to_nvme"] == 3 * on_cpu["memory"]["master_weights"]
-    assert sorted(p.name for p in (tmp_path / f"zero_stage_{stage}" / "optimizer").iterdir()) == ["rank0", "rank1"]
+        # master + exp_avg + exp_avg_sq of every sub-group in files (and the fp32 model's shards)
+        swapped_shards = on_cpu["memory"]["master_weights"] if params_too else 0
+        assert on_nvme["memory"]["swapped_to_nvme"] == 3 * on_cpu["memory"]["master_weights"] + swapped_shards
+    for kind in ["optimizer"] + (["params"] if params_too else []):
+        assert sorted(p.name for p in (tmp_path / f"zero_stage_{stage}" / kind).iterdir()) == ["rank0", "rank1"]
 
 
-def test_checkpoint_carries_the_swapped_states_and_resumes(tmp_path):
-    config = nvme_config(2, "nvme", 4, str(tmp_path / "swap"), 6)
+@pytest.mark.parametrize("stage,param_device", [(2, "none"), (3, "nvme")])
+def test_checkpoint_carries_the_swapped_states_and_resumes(tmp_path, stage, param_device):
+    config = nvme_config(stage, "nvme", 4, str(tmp_path / "swap"), 6, param_device)
     engine, _, _, _ = deepspeed.initialize(model=make_model(), config=config)
-    train(2, "nvme", 4, "", 0, 1, steps=2, engine=engine)
+    train(stage, "nvme", 4, "", 0, 1, steps=2, engine=engine)
     engine.save_checkpoint(tmp_path / "ckpt", tag="t")
-    continued = train(2, "nvme", 4, "", 0, 1, steps=3, engine=engine)
+    continued = train(stage, "nvme", 4, "", 0, 1, steps=3, engine=engine)
     saved = torch.load(tmp_path / "ckpt" / "t" / "zero_pp_rank_0_mp_rank_00_optim_states.pt", weights_only=False)
     states = saved["optimizer_state_dict"]["base_optimizer_state"]["state"]
     assert len(states) > 1 and all(s["exp_avg"].abs().sum() > 0 for s in states.values())
     resumed_engine, _, _, _ = deepspeed.initialize(model=make_model(seed=5), config=nvme_config(
-        2, "nvme", 4, str(tmp_path / "swap2"), 6))
+        stage, "nvme", 4, str(tmp_path / "swap2"), 6, param_device))
     resumed_engine.load_checkpoint(tmp_path / "ckpt", tag="t")
-    resumed = train(2, "nvme", 4, "", 0, 1, steps=3, engine=resumed_engine)
+    resumed = train(stage, "nvme", 4, "", 0, 1, steps=3, engine=resumed_engine)
     assert resumed["losses"] == continued["losses"] and resumed["params"] == continued["params"]
 
 
-def test_stage3_edits_reach_the_swapped_masters(tmp_path):
-    engine, _, _, _ = deepspeed.initialize(model=make_model(), config=nvme_config(3, "nvme", 4, str(tmp_path), 6))
+def test_stage3_edits_reach_the_swapped_masters_and_shards(tmp_path):
+    engine, _, _, _ = deepspeed.initialize(model=make_model(), config=nvme_config(3, "nvme", 4, str(tmp_path), 6,
+                                                                                   "nvme"))
     weight = engine.module.hidden.weight
     with deepspeed.zero.GatheredParameters([weight], modifier_rank=0):
         weight.data.fill_(0.25)
@@ -96,16 +105,19 @@ def test_stage3_edits_reach_the_swapped_masters(tmp_path):
         offset, size = group.layout.shard_offsets[index], weight.ds_numel
         assert torch.all(group.master.detach()[offset:offset + size] == 0.25)
     assert masters.numel() > 0 and engine.memory_breakdown()["master_weights"] == 0
+    assert weight.ds_tensor.is_meta
+    with deepspeed.zero.GatheredParameters([weight]):
+        assert torch.all(weight == 0.25)
 
 
-def test_param_nvme_and_missing_path_name_the_keys(tmp_path):
+def test_missing_path_names_the_key(tmp_path):
     base = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "Adam", "params": {"lr": 0.01}}}
-    with pytest.raises(ConfigError, match=r"offload_param.device 'nvme'"):
-        deepspeed.initialize(model=make_model(), config={**base, "zero_optimization": {
-            "stage": 3, "offload_param": {"device": "nvme", "nvme_path": str(tmp_path)}}})
     with pytest.raises(ConfigError, match=r"offload_optimizer.nvme_path is required"):
         deepspeed.initialize(model=make_model(), config={**base, "zero_optimization": {
             "stage": 2, "offload_optimizer": {"device": "nvme"}}})
+    with pytest.raises(ConfigError, match=r"offload_param.nvme_path is required"):
+        deepspeed.initialize(model=make_model(), config={**base, "zero_optimization": {
+            "stage": 3, "offload_param": {"device": "nvme"}}})
 
 
 PEAK_SCRIPT = """
