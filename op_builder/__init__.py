@@ -7,11 +7,12 @@ from .cpu_adam import CPUAdamBuilder
 from .fused_adam import FusedAdamBuilder
 from .quantizer import QuantizerBuilder
 from .simd import SIMD_LEVELS, cpu_simd_level
+from .sparse_attn import SparseAttnBuilder
 from .zero_gather import ZeroGatherBuilder
 
 ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (AsyncIOBuilder, CPUAdamBuilder, FusedAdamBuilder,
-                                                                                 QuantizerBuilder, ZeroGatherBuilder)}
+                                                                                 QuantizerBuilder, SparseAttnBuilder, ZeroGatherBuilder)}
 
 __all__ = ["ALL_OPS", "SIMD_LEVELS", "AsyncIOBuilder", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder",
-           "QuantizerBuilder", "ZeroGatherBuilder",
+           "QuantizerBuilder", "SparseAttnBuilder", "ZeroGatherBuilder",
            "cpu_simd_level"]

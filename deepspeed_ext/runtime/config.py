@@ -226,3 +226,7 @@ class DeepSpeedConfig(SimpleNamespace):
             raise ConfigError("optimizer.params is given without optimizer.type")
         if self.scheduler.params and self.scheduler.type is None:
             raise ConfigError("scheduler.params is given without scheduler.type")
+        if self.sparse_attention:  # checked now; the model builds it with its own head count
+            from deepspeed_ext.ops.sparse_attention.config import sparsity_config_from  # imports no op
+
+            sparsity_config_from(self.sparse_attention, num_heads=1)
