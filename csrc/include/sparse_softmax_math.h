@@ -12,14 +12,6 @@ DS_INLINE T negative_infinity() {
   return -T(__builtin_huge_val());
 }
 
-DS_INLINE float ds_exp(float x) {
-#if defined(__CUDA_ARCH__)
-  return expf(x);
-#else
-  return __builtin_expf(x);
-#endif
-}
-
 DS_INLINE double ds_exp(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);

@@ -77,14 +77,32 @@ __global__ void dsd_kernel(DsdJob job, Lut lut, Shape shape) {
   }
 }
 
+// The query row this thread handles: its batch, head and position, and the nonzero blocks
+// [begin, end) of its block row; false for the threads past the last row.
+struct QueryRow {
+  int64_t b, head, query, i;
+  int32_t begin, end;
+};
+
+__device__ __forceinline__ bool query_row(const Shape& shape, const Lut& lut, QueryRow* row) {
+  const int64_t unit = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (unit >= shape.batch * shape.heads * shape.seq) return false;
+  row->b = unit / (shape.heads * shape.seq);
+  row->head = (unit / shape.seq) % shape.heads;
+  row->query = unit % shape.seq;
+  row->i = row->query % shape.block;
+  const int64_t at = row->head * shape.blocks() + row->query / shape.block;
+  row->begin = lut.row_ptr[at];
+  row->end = lut.row_ptr[at + 1];
+  return true;
+}
+
 template <class T>
 __global__ void softmax_kernel(SoftmaxJob job, Lut lut, Shape shape) {
-  const int64_t blocks = shape.blocks(), bs = shape.block, seq = shape.seq;
-  const int64_t unit = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (unit >= shape.batch * shape.heads * seq) return;
-  const int64_t b = unit / (shape.heads * seq), head = (unit / seq) % shape.heads, query = unit % seq;
-  const int64_t row = query / bs, i = query % bs;
-  const int32_t begin = lut.row_ptr[head * blocks + row], end = lut.row_ptr[head * blocks + row + 1];
+  QueryRow r;
+  if (!query_row(shape, lut, &r)) return;
+  const int64_t bs = shape.block, seq = shape.seq, b = r.b, head = r.head, query = r.query, i = r.i;
+  const int32_t begin = r.begin, end = r.end;
   const T* scores = static_cast<const T*>(job.scores);
   T* probs = static_cast<T*>(job.probs);
   T row_max = negative_infinity<T>();
@@ -117,12 +135,10 @@ __global__ void softmax_kernel(SoftmaxJob job, Lut lut, Shape shape) {
 
 template <class T>
 __global__ void softmax_grad_kernel(SoftmaxGradJob job, Lut lut, Shape shape) {
-  const int64_t blocks = shape.blocks(), bs = shape.block, seq = shape.seq;
-  const int64_t unit = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (unit >= shape.batch * shape.heads * seq) return;
-  const int64_t b = unit / (shape.heads * seq), head = (unit / seq) % shape.heads, query = unit % seq;
-  const int64_t row = query / bs, i = query % bs;
-  const int32_t begin = lut.row_ptr[head * blocks + row], end = lut.row_ptr[head * blocks + row + 1];
+  QueryRow r;
+  if (!query_row(shape, lut, &r)) return;
+  const int64_t bs = shape.block, seq = shape.seq, b = r.b, head = r.head, query = r.query, i = r.i;
+  const int32_t begin = r.begin, end = r.end;
   const T* probs = static_cast<const T*>(job.probs);
   const T* grad = static_cast<const T*>(job.grad);
   T dot = T(0);

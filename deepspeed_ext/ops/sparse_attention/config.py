@@ -48,5 +48,5 @@ def sparsity_config_from(section: dict, num_heads: int) -> SparsityConfig:
     arguments = {key: value for key, value in section.items() if key in _keys(cls)}
     try:
         return cls(num_heads, **arguments)
-    except (TypeError, ValueError, NotImplementedError) as error:
+    except (TypeError, ValueError) as error:
         raise ConfigError(f"sparse_attention ({mode}): {error}") from None

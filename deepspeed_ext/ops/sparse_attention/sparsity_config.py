@@ -17,7 +17,7 @@ ATTENTIONS = ("unidirectional", "bidirectional")
 
 def _check_attention(attention: str) -> str:
     if attention not in ATTENTIONS:
-        raise NotImplementedError(f"attention must be 'unidirectional' or 'bidirectional', got {attention!r}")
+        raise ValueError(f"attention must be 'unidirectional' or 'bidirectional', got {attention!r}")
     return attention
 
 
@@ -64,7 +64,7 @@ class SparsityConfig:
         return self.check_and_propagate_first_head_layout(layout)
 
     def set_head_layout(self, head: int, layout: torch.Tensor) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not define a layout")
+        raise TypeError(f"{type(self).__name__} defines no layout: use one of the *SparsityConfig classes")
 
     # ---- pieces several layouts share -----------------------------------------------------
     def _windows(self, layout: torch.Tensor, sizes) -> None:
