@@ -1,6 +1,6 @@
 #pragma once
-// Block-sparse attention kernels: what the CPU levels (sparse_attention_<level>.cpp) and the
-// CUDA file get from the torch-facing code, torch-free.
+// Block-sparse attention kernels: what the CPU softmax levels (sparse_attention_<level>.cpp) and
+// the CUDA file (every kernel) get from the torch-facing code, torch-free.
 //
 // The layout's look-up table (built once per layout in Python, see
 // deepspeed_ext/ops/sparse_attention/lut.py) is one int32 tensor, concatenated:

@@ -1,5 +1,4 @@
 // The sparse softmax kernels at SIMD level 'avx512'; see sparse_attention_kernels.inc and csrc/include/simd.h.
-#include <vector>
 
 #include "simd.h"
 #include "sparse_attention.h"

@@ -115,10 +115,7 @@ class OptimizerSwapper:
 
     def bring_in(self, index: int) -> None:
         """Group `index` resident (waiting for its prefetch), and the next one on its way."""
-        if self.writing == index:  # written a moment ago: its buffers still hold it
-            self.writer.wait()
-            self.writing = None
-        elif not self.resident[index]:
+        if not self.resident[index]:
             if self.prefetching != index:
                 self._start_reading(index)
             self.reader.wait()

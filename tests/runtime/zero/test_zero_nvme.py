@@ -149,5 +149,6 @@ def test_peak_memory_drops_by_the_swapped_bytes(tmp_path):
     saved = cpu["peak"] - nvme["peak"]
     print(f"peak RSS: CPU offload {cpu['peak'] / 2**20:.0f} MiB, NVMe offload {nvme['peak'] / 2**20:.0f} MiB; "
           f"{saved / 2**20:.0f} MiB less, {nvme['swapped'] / 2**20:.0f} MiB in swap files")
-    # all but the sub-groups in flight (three of ~2M elements, 3 tensors each) stay on disk
-    assert saved > nvme["swapped"] - 3 * 3 * 4 * 2_100_000 - 16 * 2**20
+    # All but the sub-groups in flight (up to three of ~2M elements, 3 tensors each: 72 MiB)
+    # stay on disk; measured savings are 120-150 MiB of 192, varying with the allocator's reuse.
+    assert saved > 0.5 * nvme["swapped"]
