@@ -7,6 +7,7 @@ peak memory drops by about the swapped bytes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -141,14 +142,16 @@ print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1
 
 def test_peak_memory_drops_by_the_swapped_bytes(tmp_path):
     def peak(device: str) -> dict:
+        # A fixed mmap threshold: glibc otherwise raises it after the first large free and keeps
+        # later freed blocks in its heap, so RSS would count memory no tensor holds any more.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, device, str(tmp_path)], capture_output=True,
-                                text=True, check=True, cwd=ROOT)
+                                text=True, check=True, cwd=ROOT, env=env)
         return json.loads(result.stdout.splitlines()[-1])
 
     cpu, nvme = peak("cpu"), peak("nvme")
     saved = cpu["peak"] - nvme["peak"]
     print(f"peak RSS: CPU offload {cpu['peak'] / 2**20:.0f} MiB, NVMe offload {nvme['peak'] / 2**20:.0f} MiB; "
           f"{saved / 2**20:.0f} MiB less, {nvme['swapped'] / 2**20:.0f} MiB in swap files")
-    # All but the sub-groups in flight (up to three of ~2M elements, 3 tensors each: 72 MiB)
-    # stay on disk; measured savings are 120-150 MiB of 192, varying with the allocator's reuse.
-    assert saved > 0.5 * nvme["swapped"]
+    # all but the sub-groups in flight (up to three of ~2M elements, 3 tensors each) stay on disk
+    assert saved > nvme["swapped"] - 3 * 3 * 4 * 2_100_000
