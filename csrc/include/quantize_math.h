@@ -6,6 +6,9 @@
 // Symmetric: q in [-(2^(b-1) - 1), 2^(b-1) - 1], offset 0, scale = max|x| / (2^(b-1) - 1).
 // Asymmetric: q in [0, 2^b - 1], offset = min x, scale = (max x - min x) / (2^b - 1).
 // A group whose values are all equal gets scale 0 (and q = 0): it dequantizes exactly.
+// tiny_group: so does a group whose spread is so small (max|x| or max - min below about
+// 1e-37) that 1 / scale overflows fp32; it dequantizes to 0 (or its min), an error below
+// that spread, where scaling by inf would have sent its values to the ends of the range.
 //
 // Included inside each ISA's namespace, so it includes nothing but macros.
 #include "ds_inline.h"
@@ -19,15 +22,17 @@ struct QuantParams {
 
 DS_INLINE QuantParams symmetric_params(float absmax, int bits) {
   const float qmax = float((1 << (bits - 1)) - 1);
-  if (absmax == 0.0f) return {0.0f, 0.0f, 0.0f, -qmax, qmax};
-  return {absmax / qmax, qmax / absmax, 0.0f, -qmax, qmax};
+  const float inv_scale = qmax / absmax;
+  if (!(inv_scale < __builtin_inff())) return {0.0f, 0.0f, 0.0f, -qmax, qmax};  // see tiny_group
+  return {absmax / qmax, inv_scale, 0.0f, -qmax, qmax};
 }
 
 DS_INLINE QuantParams asymmetric_params(float lo, float hi, int bits) {
   const float levels = float((1 << bits) - 1);
   const float range = hi - lo;
-  if (range == 0.0f) return {0.0f, 0.0f, lo, 0.0f, levels};
-  return {range / levels, levels / range, lo, 0.0f, levels};
+  const float inv_scale = levels / range;
+  if (!(inv_scale < __builtin_inff())) return {0.0f, 0.0f, lo, 0.0f, levels};  // see tiny_group
+  return {range / levels, inv_scale, lo, 0.0f, levels};
 }
 
 // A stateless hash of (key, element index): every backend, thread and SIMD lane draws the
@@ -83,20 +88,42 @@ DS_INLINE float max_magnitude(float hi, float v) {
   return b > a ? magnitude : hi;
 }
 
+// The largest magnitude bit pattern of 16-bit floats x[i, n) and `hi`: the 16-bit twin of
+// max_magnitude, finishing the SIMD scans' tails and serving as the scalar level's scan.
+DS_INLINE unsigned short max_magnitude_bits_from(const unsigned short* x, long long i, long long n, unsigned short hi) {
+  for (; i < n; ++i) {
+    const unsigned short magnitude = static_cast<unsigned short>(x[i] & 0x7fff);
+    hi = magnitude > hi ? magnitude : hi;
+  }
+  return hi;
+}
+
 // The integer level of one element: round to nearest (ties to even), or stochastically
 // (down or up with probability given by the distance), clamped to the range.
-// V is float, or a SIMD kernel's VecF (which has the same four functions per lane), so
-// one formula serves every path; the input is finite, so max/min order cannot matter.
+// V is float, or a SIMD kernel's VecF (which has the same functions per lane), so one
+// formula serves every path; the input is finite, so max/min order cannot matter.
+// Symmetric groups have offset 0, and x - 0 == x exactly, so skipping it changes no result.
 template <class V>
-DS_INLINE V quantize_level(V x, const QuantParams& p, bool stochastic, V uniform) {
-  const V t = (x - V(p.offset)) * V(p.inv_scale);
-  const V level = stochastic ? ds_floor(t + uniform) : ds_rint(t);
-  return ds_min(ds_max(level, V(p.qmin)), V(p.qmax));
+DS_INLINE V scaled_level(V x, const QuantParams& p, bool symmetric) {
+  return symmetric ? x * V(p.inv_scale) : (x - V(p.offset)) * V(p.inv_scale);
+}
+
+// The bounds are integers, so clamping before rounding gives what clamping after would; the
+// SIMD kernels use that to leave round-to-nearest to the float -> int conversion they need anyway.
+template <class V>
+DS_INLINE V clamp_level(V level, const QuantParams& p) {
+  return ds_min(ds_max(level, V(p.qmin)), V(p.qmax));  // a NaN level (0 * inf) becomes qmin
 }
 
 template <class V>
-DS_INLINE V dequantize_level(V level, float scale, float offset) {
-  return level * V(scale) + V(offset);
+DS_INLINE V quantize_level(V x, const QuantParams& p, bool symmetric, bool stochastic, V uniform) {
+  const V t = scaled_level(x, p, symmetric);
+  return stochastic ? clamp_level(ds_floor(t + uniform), p) : ds_rint(clamp_level(t, p));
+}
+
+template <class V>
+DS_INLINE V dequantize_level(V level, float scale, float offset, bool symmetric) {
+  return symmetric ? level * V(scale) : level * V(scale) + V(offset);
 }
 
 // int4: two levels a byte, the even element in the low nibble. Symmetric levels are

@@ -32,15 +32,26 @@ inline VecF load_bf16(const uint16_t* p) {
   return VecF(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
 }
 
-inline void store_bf16(uint16_t* p, VecF a) {
+// bf16 bit patterns (round to nearest even, NaN kept quiet) in the low half of each lane.
+inline __m256i bf16_lanes(VecF a) {
   const __m256i bits = _mm256_castps_si256(a.v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
   const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q));
-  rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), is_nan);
+  return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), is_nan);
+}
+
+inline void store_bf16(uint16_t* p, VecF a) {
+  const __m256i rounded = bf16_lanes(a);
   // packus works per 128-bit lane: pack, then gather the two useful quarters.
   const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0xd8);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+}
+
+// Two vectors to 16 consecutive bf16 values: one pack, one permute and one store for both.
+inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) {
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_lanes(a), bf16_lanes(b)), 0xd8);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), packed);
 }
 
 inline VecF load_fp16(const uint16_t* p) {

@@ -41,6 +41,11 @@ inline void store_bf16(uint16_t* p, VecF a) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(rounded));
 }
 
+inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) {
+  store_bf16(p, a);
+  store_bf16(p + VecF::kWidth, b);
+}
+
 inline VecF load_fp16(const uint16_t* p) {
   return VecF(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 }

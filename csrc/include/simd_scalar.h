@@ -23,5 +23,10 @@ inline VecF ds_sign(VecF a) { return VecF(float(a.v > 0.0f) - float(a.v < 0.0f))
 
 inline VecF load_bf16(const uint16_t* p) { return VecF(bf16_to_float(*p)); }
 inline void store_bf16(uint16_t* p, VecF a) { *p = float_to_bf16(a.v); }
+inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) {
+  store_bf16(p, a);
+  store_bf16(p + VecF::kWidth, b);
+}
+
 inline VecF load_fp16(const uint16_t* p) { return VecF(fp16_to_float(*p)); }
 inline void store_fp16(uint16_t* p, VecF a) { *p = float_to_fp16(a.v); }

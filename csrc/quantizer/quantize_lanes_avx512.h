@@ -16,7 +16,8 @@ inline VecF uniform_lanes(uint32_t key, uint32_t first_index) {
   return VecF(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(x, 8)), _mm512_set1_ps(1.0f / 16777216.0f)));
 }
 
-// The low byte of each (integral, in-range) level: two's complement for signed levels.
+// The low byte of each clamped level, rounded to nearest even by the conversion: two's
+// complement for signed levels.
 inline __m128i low_bytes(VecF levels) { return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(levels.v)); }
 
 inline VecF lanes_of_bytes(__m128i bytes, bool is_signed) {
@@ -55,4 +56,15 @@ inline float reduce_max_magnitude(VecF hi) {
   float value;
   __builtin_memcpy(&value, &bits, 4);
   return value;
+}
+
+inline uint16_t max_magnitude_bits(const uint16_t* x, int64_t n) {
+  const __m512i magnitude = _mm512_set1_epi16(0x7fff);
+  __m512i a = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    a = _mm512_max_epu16(a, _mm512_and_si512(_mm512_loadu_si512(x + i), magnitude));
+  const __m256i half = _mm256_max_epu16(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+  const uint16_t hi = max_u16(_mm_max_epu16(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1)));
+  return max_magnitude_bits_from(x, i, n, hi);
 }

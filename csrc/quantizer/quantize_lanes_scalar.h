@@ -7,12 +7,12 @@ inline VecF ds_floor(VecF a) { return VecF(ds_floor(a.v)); }
 inline VecF uniform_lanes(uint32_t key, uint32_t first_index) { return VecF(uniform01(key, first_index)); }
 
 inline void store_level_bytes(uint8_t* out, VecF first, VecF second) {
-  out[0] = uint8_t(int(first.v));
-  out[1] = uint8_t(int(second.v));
+  out[0] = uint8_t(int(ds_rint(first.v)));
+  out[1] = uint8_t(int(ds_rint(second.v)));
 }
 
 inline void store_level_nibbles(uint8_t* out, VecF first, VecF second) {
-  out[0] = pack_nibbles(int(first.v), int(second.v));
+  out[0] = pack_nibbles(int(ds_rint(first.v)), int(ds_rint(second.v)));
 }
 
 inline void load_level_bytes(const uint8_t* in, bool is_signed, VecF& first, VecF& second) {
@@ -27,3 +27,7 @@ inline void load_level_nibbles(const uint8_t* in, bool is_signed, VecF& first, V
 
 inline VecF max_magnitude(VecF hi, VecF v) { return VecF(max_magnitude(hi.v, v.v)); }
 inline float reduce_max_magnitude(VecF hi) { return hi.v; }
+
+inline uint16_t max_magnitude_bits(const uint16_t* x, int64_t n) {
+  return max_magnitude_bits_from(x, 0, n, 0);
+}

@@ -65,7 +65,7 @@ __global__ void quantize_kernel(QuantizeJob job, unsigned long long* bad_group) 
     for (int k = 0; k < per_byte; ++k) {
       const int64_t i = b * per_byte + k;
       const float u = job.stochastic ? uniform01(job.key, static_cast<unsigned int>(start + i)) : 0.0f;
-      levels[k] = static_cast<int>(quantize_level(load_value(job.input, job.dtype, start + i), p, job.stochastic, u));
+      levels[k] = static_cast<int>(quantize_level(load_value(job.input, job.dtype, start + i), p, job.symmetric, job.stochastic, u));
     }
     out[b] = per_byte == 1 ? static_cast<uint8_t>(levels[0]) : pack_nibbles(levels[0], levels[1]);
   }
@@ -83,7 +83,7 @@ __global__ void dequantize_kernel(DequantizeJob job) {
     } else {
       level = float(unpack_nibble(job.packed[(start + i) / 2], static_cast<int>(i & 1), job.symmetric));
     }
-    store_value(job.output, job.dtype, start + i, dequantize_level(level, scale, offset));
+    store_value(job.output, job.dtype, start + i, dequantize_level(level, scale, offset, job.symmetric));
   }
 }
 

@@ -7,7 +7,7 @@ DS_TARGET_BEGIN_AVX2
 namespace ds::quantizer::avx2 {
 #include "simd_avx2.h"
 #include "quantize_math.h"
-#include "quantize_nibbles_sse.h"
+#include "quantize_lanes_sse.h"
 #include "quantize_lanes_avx2.h"
 #include "quantizer_kernels.inc"
 }  // namespace ds::quantizer::avx2

@@ -7,7 +7,7 @@ DS_TARGET_BEGIN_AVX512
 namespace ds::quantizer::avx512 {
 #include "simd_avx512.h"
 #include "quantize_math.h"
-#include "quantize_nibbles_sse.h"
+#include "quantize_lanes_sse.h"
 #include "quantize_lanes_avx512.h"
 #include "quantizer_kernels.inc"
 }  // namespace ds::quantizer::avx512

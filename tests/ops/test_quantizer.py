@@ -56,17 +56,18 @@ def test_matches_the_reference_and_round_trips_within_half_a_step(bits, symmetri
     assert dequantize(packed, scales, offsets, group, bits, symmetric, dtype, x.shape).dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("bits,symmetric,stochastic", [(8, True, False), (4, False, False), (8, False, True),
                                                        (4, True, True)])
-def test_every_simd_level_writes_the_same_bytes(monkeypatch, bits, symmetric, stochastic):
-    x = torch.randn(3 * 1000 + 0, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(3))
+def test_every_simd_level_writes_the_same_bytes(monkeypatch, bits, symmetric, stochastic, dtype):
+    x = torch.randn(3 * 1000 + 0, generator=torch.Generator().manual_seed(3)).to(dtype)
     results = []
     for level in SIMD_LEVELS[: SIMD_LEVELS.index(cpu_simd_level()) + 1]:
         monkeypatch.setenv("DS_SIMD", level)
         assert quantizer_ops().quantizer_simd_level() == level
         packed, scales, offsets = quantize(x, 1000, bits, symmetric, stochastic, seed=5)
         results.append((packed, scales, offsets, dequantize(packed, scales, offsets, 1000, bits, symmetric,
-                                                            torch.bfloat16)))
+                                                            dtype)))
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
@@ -92,6 +93,13 @@ def test_edge_groups():
     assert torch.equal(dequantize(*quantize(constant, 3, 8, symmetric=False), 3, 8, symmetric=False), constant)
     single = torch.tensor([0.3, -7.0, 1e-8])  # a group of one value is exact
     assert torch.allclose(dequantize(*quantize(single, 1, 8), 1, 8), single, rtol=1e-6, atol=0)
+    # 1 / scale would overflow fp32: stored as scale 0, so the group comes back as 0 (or its min)
+    tiny = torch.tensor([1e-39, -5e-40, 0.0, 2e-39, 1.0, 1e-39 + 1.0, 1.0, 1.0])
+    for symmetric in (True, False):
+        packed, scales, offsets = quantize(tiny, 4, 8, symmetric)
+        assert scales[0] == 0
+        restored = dequantize(packed, scales, offsets, 4, 8, symmetric)
+        assert (restored[:4] - tiny[:4]).abs().max() <= 3e-39
     fake = ds_quantizer(torch.randn(4, 6, dtype=torch.bfloat16), groups=4, bit_num=4, asym=True)
     assert fake.shape == (4, 6) and fake.dtype == torch.bfloat16
 
@@ -99,6 +107,8 @@ def test_edge_groups():
 @pytest.mark.parametrize("make,match", [
     (lambda: quantize(torch.tensor([1.0, float("nan"), 2.0, 3.0]), 2), r"inf or NaN \(group 0, elements 0..1\)"),
     (lambda: quantize(torch.tensor([1.0, 2.0, 3.0, float("inf")]), 2), r"group 1"),
+    *[(lambda dtype=dtype, bad=bad: quantize(torch.tensor([1.0] * 40 + [bad] + [2.0] * 23, dtype=dtype), 32),
+       r"group 1") for dtype in (torch.bfloat16, torch.float16) for bad in (float("nan"), float("-inf"))],
     (lambda: quantize(torch.randn(10), 4), "not a multiple of group_size 4"),
     (lambda: quantize(torch.randn(9), 3, bits=4), "group_size must be even"),
     (lambda: quantize(torch.randn(8), 4, bits=2), "bits must be 8 or 4"),

@@ -35,7 +35,8 @@ def quantize(input: torch.Tensor, group_size: int = 256, bits: int = 8, symmetri
 def dequantize(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group_size: int = 256,
                bits: int = 8, symmetric: bool = True, dtype: torch.dtype = torch.float32,
                shape=None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The values `quantize` encoded, in `dtype` (or into `out`), shaped as `shape` (flat by default)."""
+    """The values `quantize` encoded, in `dtype` (or into `out`), shaped as `shape` (flat by default).
+    Symmetric groups have offset 0, so `offsets` is not read when `symmetric`."""
     if out is None:
         out = torch.empty(scales.numel() * group_size, dtype=dtype, device=packed.device)
     quantizer_ops().dequantize_into(packed, scales, offsets, out, group_size, bits, symmetric)
