@@ -6,10 +6,12 @@ from .builder import OpBuilder
 class SparseAttnBuilder(OpBuilder):
     NAME = "sparse_attn"
     BUILD_VAR = "DS_BUILD_SPARSE_ATTN"
-    DESCRIPTION = "block-sparse attention (SDD, DSD, softmax and backward; AVX-512, AVX2, scalar; OpenMP; CUDA)"
+    DESCRIPTION = ("block-sparse attention (SDD, DSD, softmax and backward, and all three fused; AVX-512, AVX2, "
+                   "scalar; OpenMP; CUDA)")
 
     def sources(self) -> list[str]:
         return ["sparse_attention/sparse_attention_ops.cpp", "sparse_attention/sparse_matmul_cpu.cpp",
+                "sparse_attention/sparse_attention_fused_cpu.cpp",
                 "sparse_attention/sparse_attention_scalar.cpp",
                 "sparse_attention/sparse_attention_avx2.cpp", "sparse_attention/sparse_attention_avx512.cpp"]
 

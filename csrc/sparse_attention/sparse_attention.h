@@ -51,6 +51,17 @@ struct DsdJob {
   bool transpose;
 };
 
+// Where one block row's scores sit: element (query i of the row, the row's m-th nonzero block,
+// key j of that block) is at i * row_stride + m * block_stride + j. The ops' (batch, nnz,
+// block, block) tensors hold blocks one after another; the fused attention's per-row buffer
+// holds the row as one (block, count * block) matrix.
+struct RowLayout {
+  int64_t row_stride, block_stride;
+  static RowLayout of_blocks(int64_t block) { return {block, block * block}; }
+  static RowLayout of_matrix(int64_t block, int64_t count) { return {count * block, block}; }
+  DS_INLINE int64_t at(int64_t i, int64_t m) const { return i * row_stride + m * block_stride; }
+};
+
 // Every pointer here is of the scores' type (fp64 when `f64`, else fp32).
 struct SoftmaxJob {
   const void* scores;  // (batch, nnz, block, block)
@@ -63,6 +74,10 @@ struct SoftmaxJob {
   const void* attention;  // (seq, seq), or null
   int attention_mode;
   bool causal;
+  void shift(int64_t bytes) {  // scores and probs, moved on by the same offset
+    scores = static_cast<const char*>(scores) + bytes;
+    probs = static_cast<char*>(probs) + bytes;
+  }
 };
 
 struct SoftmaxGradJob {
@@ -71,13 +86,23 @@ struct SoftmaxGradJob {
   void* out;         // d loss / d scores
   bool f64;
   double scale;
+  void shift(int64_t bytes) {
+    probs = static_cast<const char*>(probs) + bytes;
+    grad = static_cast<const char*>(grad) + bytes;
+    out = static_cast<char*>(out) + bytes;
+  }
 };
 
-// The CPU softmax kernels per SIMD level, over block rows [first, last) of batch x heads.
+// The CPU softmax kernels per SIMD level: over block rows [first, last) of batch x heads in
+// the ops' layout, or (the fused attention) one block row `unit` whose pointers point at
+// that row, laid out as `layout` says. The kernels are safe in place (probs == scores, out == grad).
 #define DS_SPARSE_ATTENTION_KERNELS(level)                                                                  \
   namespace level {                                                                                         \
   void softmax(const SoftmaxJob& job, const Lut& lut, const Shape& shape, int64_t first, int64_t last);    \
   void softmax_grad(const SoftmaxGradJob& job, const Lut& lut, const Shape& shape, int64_t first, int64_t last); \
+  void softmax_row(const SoftmaxJob& job, const Lut& lut, const Shape& shape, int64_t unit, RowLayout layout); \
+  void softmax_grad_row(const SoftmaxGradJob& job, const Lut& lut, const Shape& shape, int64_t unit,        \
+                        RowLayout layout);                                                                  \
   }
 DS_SPARSE_ATTENTION_KERNELS(scalar)
 DS_SPARSE_ATTENTION_KERNELS(avx2)

@@ -4,6 +4,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
+#include <utility>
+
 #include "sparse_attention_checks.h"
 
 namespace ds::sparse_attention {
@@ -49,6 +51,22 @@ inline Shape scores_shape(const at::Tensor& scores, int64_t heads, int64_t seq, 
   return {scores.size(0), heads, seq, 1, block};
 }
 
+// The bias and masks of a softmax job, checked against the scores' dtype (of `like`).
+inline SoftmaxJob softmax_job(const void* scores, void* probs, const at::Tensor& like, const Shape& shape, double scale,
+                              const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& key_padding_mask,
+                              const std::optional<at::Tensor>& attn_mask, int64_t key_padding_mode, int64_t attn_mode,
+                              bool causal, const char* op) {
+  check_mode(key_padding_mode, op, "key_padding_mask_mode");
+  check_mode(attn_mode, op, "attn_mask_mode");
+  const int64_t heads = shape.heads, seq = shape.seq;
+  return {scores, probs, like.scalar_type() == at::kDouble, scale,
+          optional_input(bias, {heads, seq, seq}, op, "rpe", like),
+          optional_input(key_padding_mask, {shape.batch, seq}, op, "key_padding_mask", like),
+          int(key_padding_mask.has_value() ? key_padding_mode : 0),
+          optional_input(attn_mask, {seq, seq}, op, "attn_mask", like),
+          int(attn_mask.has_value() ? attn_mode : 0), causal};
+}
+
 inline Call<SoftmaxJob> softmax_call(const at::Tensor& scores, const at::Tensor& lut_tensor, int64_t heads, int64_t seq,
                                      int64_t block, double scale, const std::optional<at::Tensor>& bias,
                                      const std::optional<at::Tensor>& key_padding_mask,
@@ -58,15 +76,9 @@ inline Call<SoftmaxJob> softmax_call(const at::Tensor& scores, const at::Tensor&
   const Shape shape = scores_shape(scores, heads, seq, block, op);
   const Lut lut = check_lut(lut_tensor, shape, scores, op);
   check_blocks(scores, shape, lut, scores.scalar_type(), op, "scores");
-  check_mode(key_padding_mode, op, "key_padding_mask_mode");
-  check_mode(attn_mode, op, "attn_mask_mode");
   auto probs = at::empty_like(scores);
-  const SoftmaxJob job{scores.data_ptr(), probs.data_ptr(), scores.scalar_type() == at::kDouble, scale,
-                       optional_input(bias, {heads, seq, seq}, op, "rpe", scores),
-                       optional_input(key_padding_mask, {shape.batch, seq}, op, "key_padding_mask", scores),
-                       int(key_padding_mask.has_value() ? key_padding_mode : 0),
-                       optional_input(attn_mask, {seq, seq}, op, "attn_mask", scores),
-                       int(attn_mask.has_value() ? attn_mode : 0), causal};
+  const SoftmaxJob job = softmax_job(scores.data_ptr(), probs.data_ptr(), scores, shape, scale, bias, key_padding_mask,
+                                     attn_mask, key_padding_mode, attn_mode, causal, op);
   return {job, lut, shape, probs, shape.batch * heads * shape.blocks()};
 }
 
@@ -81,6 +93,35 @@ inline Call<SoftmaxGradJob> softmax_grad_call(const at::Tensor& probs, const at:
   auto out = at::empty_like(probs);
   return {{probs.data_ptr(), grad.data_ptr(), out.data_ptr(), probs.scalar_type() == at::kDouble, scale}, lut, shape, out,
           shape.batch * heads * shape.blocks()};
+}
+
+// The fused attention (sparse_attention / sparse_attention_backward): q, k, v (and the
+// gradient) alike, the table, and a softmax job with null scores (each row fills them in).
+struct AttentionCall {
+  Shape shape;
+  Lut lut;
+  SoftmaxJob softmax;
+  at::ScalarType compute;  // of scores, masks and bias
+};
+
+inline AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& lut_tensor, int64_t block, double scale,
+                                    const std::optional<at::Tensor>& bias,
+                                    const std::optional<at::Tensor>& key_padding_mask,
+                                    const std::optional<at::Tensor>& attn_mask, int64_t key_padding_mode,
+                                    int64_t attn_mode, bool causal, const char* op) {
+  const Shape shape = check_dense(q, op, "query", block);
+  for (const auto& [t, name] : {std::pair{&k, "key"}, std::pair{&v, "value"}}) {
+    check_dense(*t, op, name, block);
+    TORCH_CHECK(t->sizes() == q.sizes() && t->scalar_type() == q.scalar_type() && t->device() == q.device(), op, ": ",
+                name, " must have the query's shape, dtype and device, got ", t->sizes(), " ", t->scalar_type(),
+                " and ", q.sizes(), " ", q.scalar_type());
+  }
+  const Lut lut = check_lut(lut_tensor, shape, q, op);
+  const at::ScalarType compute = scores_type(q.scalar_type());
+  const at::Tensor like = at::empty({0}, q.options().dtype(compute));
+  return {shape, lut, softmax_job(nullptr, nullptr, like, shape, scale, bias, key_padding_mask, attn_mask,
+                                  key_padding_mode, attn_mode, causal, op), compute};
 }
 
 }  // namespace ds::sparse_attention

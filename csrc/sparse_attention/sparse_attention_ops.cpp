@@ -5,6 +5,9 @@
 //   sparse_dsd(s, v, lut, block, transpose)      -> (batch, heads, seq, dim) in v's dtype
 //   sparse_softmax(scores, lut, heads, seq, block, scale, rpe, masks, modes, causal) -> probabilities
 //   sparse_softmax_backward(probs, grad, lut, heads, seq, block, scale) -> d loss / d scores
+//   sparse_attention(q, k, v, lut, block, scale, rpe, masks, modes, causal) -> the three above in
+//     one pass, scores never stored (sparse_attention_fused_cpu.cpp); sparse_attention_backward
+//     recomputes them and returns (dq, dk, dv)
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -55,6 +58,11 @@ TORCH_LIBRARY_FRAGMENT(deepspeed_ext, m) {
         "Tensor? key_padding_mask, Tensor? attn_mask, int key_padding_mode, int attn_mode, bool causal) -> Tensor");
   m.def("sparse_softmax_backward(Tensor probs, Tensor grad, Tensor lut, int heads, int seq, int block, "
         "float scale) -> Tensor");
+  m.def("sparse_attention(Tensor q, Tensor k, Tensor v, Tensor lut, int block, float scale, Tensor? rpe, "
+        "Tensor? key_padding_mask, Tensor? attn_mask, int key_padding_mode, int attn_mode, bool causal) -> Tensor");
+  m.def("sparse_attention_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor lut, int block, float scale, "
+        "Tensor? rpe, Tensor? key_padding_mask, Tensor? attn_mask, int key_padding_mode, int attn_mode, bool causal) "
+        "-> (Tensor, Tensor, Tensor)");
   m.def("sparse_attention_simd_level() -> str", &sparse_attention_simd_level);
 }
 

@@ -1,7 +1,8 @@
 """The sparse_attn op: forward and gradients equal dense attention with the layout applied as a
 mask, for every layout class, block size 16-128, causal and bidirectional, with masks and rpe,
 in fp32 (and bf16 within its precision); gradcheck in fp64; every SIMD level gives the same
-bits; scores take memory for the non-zero blocks only; bad input names the argument."""
+bits; the fused op equals its building blocks (sdd, softmax, dsd) composed; scores take memory
+for the non-zero blocks only; bad input names the argument."""
 
 from __future__ import annotations
 
@@ -161,6 +162,30 @@ def test_scores_take_memory_for_the_nonzero_blocks_only():
     assert scores.numel() < 0.3 * HEADS * seq * seq  # a dense score matrix would hold HEADS * seq^2
 
 
+def composed_attention(q, k, v, lut, block, scale, rpe, padding, keep, causal):
+    """The three building-block ops in turn (what the fused op does in one pass)."""
+    ops = sparse_attention_ops()
+    scores = ops.sparse_sdd(q, k, lut, block)
+    probs = ops.sparse_softmax(scores, lut, q.shape[1], q.shape[2], block, scale, rpe, padding, keep, 1, 2, causal)
+    return ops.sparse_dsd(probs, v, lut, block, False)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_op_equals_the_building_blocks_composed(causal):
+    block, seq = 16, 96
+    lut = layout_lut(BigBirdSparsityConfig(HEADS, block, seed=8).make_layout(seq), torch.device("cpu"))
+    q, k, v = inputs(2, seq, 8, seed=11)
+    rpe, padding = torch.randn(HEADS, seq, seq), torch.zeros(2, seq)
+    padding[0, -7:] = -10000.0
+    keep = (torch.rand(seq, seq, generator=torch.Generator().manual_seed(1)) > 0.1).float()
+    fused = block_sparse_attention(q, k, v, lut, block, 0.3, rpe, padding, keep, "add", "mul", causal)
+    composed = composed_attention(q, k, v, lut, block, 0.3, rpe, padding, keep, causal)
+    torch.testing.assert_close(fused, composed, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(fused)
+    for got, want in zip(torch.autograd.grad(fused, (q, k, v), grad), torch.autograd.grad(composed, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_torch_compile_traces_the_ops():
     config = FixedSparsityConfig(HEADS, 16, num_local_blocks=2)
     module = SparseSelfAttention(config, max_seq_length=64)
@@ -175,8 +200,11 @@ def test_opcheck():
     q, k, v = (t.detach() for t in inputs(1, 64, 8))
     ops = sparse_attention_ops()
     scores = ops.sparse_sdd(q, k, lut, 16)
+    masks = (None, None, None, 1, 2, False)
     for op, args in [(ops.sparse_sdd, (q, k, lut, 16)), (ops.sparse_dsd, (scores, v, lut, 16, False)),
-                     (ops.sparse_softmax, (scores, lut, HEADS, 64, 16, 0.5, None, None, None, 1, 2, False))]:
+                     (ops.sparse_softmax, (scores, lut, HEADS, 64, 16, 0.5, *masks)),
+                     (ops.sparse_attention, (q, k, v, lut, 16, 0.5, *masks)),
+                     (ops.sparse_attention_backward, (torch.randn_like(q), q, k, v, lut, 16, 0.5, *masks))]:
         torch.library.opcheck(op, args)
 
 
@@ -196,6 +224,9 @@ def test_bad_input_names_the_problem():
     lut = layout_lut(FixedSparsityConfig(4, 16).make_layout(64), torch.device("cpu"))
     with pytest.raises(RuntimeError, match="another number of heads or blocks"):
         sparse_attention_ops().sparse_sdd(q, q, lut, 16)
+    good_lut = layout_lut(FixedSparsityConfig(HEADS, 16).make_layout(32), torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="value must have the query's shape, dtype and device"):
+        sparse_attention_ops().sparse_attention(q, q, q.double(), good_lut, 16, 1.0, None, None, None, 1, 2, False)
     with pytest.raises(ValueError, match="key_padding_mask_mode"):
         SparseSelfAttention(FixedSparsityConfig(HEADS), key_padding_mask_mode="max")
 

@@ -1,9 +1,13 @@
 """The sparse attention ops as differentiable torch ops: fake impls (torch.compile traces them)
-and autograd formulas written with the same four kernels.
+and autograd formulas written with the same kernels.
 
     scores = sdd(q, k, lut, block)                 q . k^T on the layout's blocks (fp32)
     probs  = softmax(scores, lut, ...)             row softmax over each row's blocks
     out    = dsd(probs, v, lut, block)             probs . v
+    out    = sparse_attention(q, k, v, lut, ...)   all three, block row by block row, the scores
+                                                   never stored; backward recomputes them
+
+`block_sparse_attention` (what SparseSelfAttention runs) uses the fused op.
 """
 
 from __future__ import annotations
@@ -51,7 +55,27 @@ def _register_python_parts() -> None:
     def _(probs, grad, lut, heads, seq, block, scale):
         return torch.empty_like(probs)
 
+    @torch.library.register_fake(lib + "sparse_attention")
+    def _(q, k, v, lut, block, scale, rpe, key_padding_mask, attn_mask, kp_mode, attn_mode, causal):
+        return torch.empty_like(q)
+
+    @torch.library.register_fake(lib + "sparse_attention_backward")
+    def _(grad, q, k, v, lut, block, scale, rpe, key_padding_mask, attn_mask, kp_mode, attn_mode, causal):
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
     ops = torch.ops.deepspeed_ext
+
+    def attention_setup(ctx, inputs, output):
+        q, k, v, lut, *rest = inputs
+        ctx.save_for_backward(q, k, v, lut)
+        ctx.rest = rest  # block, scale, rpe, masks, modes, causal (masks and rpe get no gradient)
+
+    def attention_backward(ctx, grad):
+        q, k, v, lut = ctx.saved_tensors
+        dq, dk, dv = ops.sparse_attention_backward(grad.contiguous(), q, k, v, lut, *ctx.rest)
+        return (dq, dk, dv) + (None,) * 9
+
+    torch.library.register_autograd(lib + "sparse_attention", attention_backward, setup_context=attention_setup)
 
     def sdd_setup(ctx, inputs, output):
         a, b, lut, block = inputs
@@ -106,8 +130,6 @@ def block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: torch.
     for name, mode in (("key_padding_mask_mode", key_padding_mask_mode), ("attn_mask_mode", attn_mask_mode)):
         if mode not in MASK_MODES:
             raise ValueError(f"{name} must be 'add' or 'mul', got {mode!r}")
-    heads, seq = query.shape[1], query.shape[2]
-    scores = ops.sparse_sdd(query, key, lut, block)
-    probs = ops.sparse_softmax(scores, lut, heads, seq, block, scale, rpe, key_padding_mask, attn_mask,
-                               MASK_MODES[key_padding_mask_mode], MASK_MODES[attn_mask_mode], causal)
-    return ops.sparse_dsd(probs, value.contiguous(), lut, block, False)
+    return ops.sparse_attention(query.contiguous(), key.contiguous(), value.contiguous(), lut, block, scale, rpe,
+                                key_padding_mask, attn_mask, MASK_MODES[key_padding_mask_mode],
+                                MASK_MODES[attn_mask_mode], causal)
