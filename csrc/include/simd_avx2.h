@@ -32,13 +32,18 @@ inline VecF load_bf16(const uint16_t* p) {
   return VecF(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
 }
 
-// bf16 bit patterns (round to nearest even, NaN kept quiet) in the low half of each lane.
-inline __m256i bf16_lanes(VecF a) {
+// bf16 bit patterns (round to nearest even) in the low half of each lane, for lanes that
+// are not NaN (rounding could carry a NaN's payload into inf).
+inline __m256i bf16_lanes_of_numbers(VecF a) {
   const __m256i bits = _mm256_castps_si256(a.v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  return _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+}
+
+// The same for any lanes: a NaN becomes the quiet NaN PyTorch writes.
+inline __m256i bf16_lanes(VecF a) {
   const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q));
-  return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), is_nan);
+  return _mm256_blendv_epi8(bf16_lanes_of_numbers(a), _mm256_set1_epi32(0x7fc0), is_nan);
 }
 
 inline void store_bf16(uint16_t* p, VecF a) {
@@ -49,9 +54,16 @@ inline void store_bf16(uint16_t* p, VecF a) {
 }
 
 // Two vectors to 16 consecutive bf16 values: one pack, one permute and one store for both.
-inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) {
-  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_lanes(a), bf16_lanes(b)), 0xd8);
+inline void store_bf16_pair(uint16_t* p, __m256i first, __m256i second) {
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(first, second), 0xd8);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), packed);
+}
+
+inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) { store_bf16_pair(p, bf16_lanes(a), bf16_lanes(b)); }
+
+// For lanes known not to be NaN: two instructions fewer a vector.
+inline void store_number_bf16_pair(uint16_t* p, VecF a, VecF b) {
+  store_bf16_pair(p, bf16_lanes_of_numbers(a), bf16_lanes_of_numbers(b));
 }
 
 inline VecF load_fp16(const uint16_t* p) {

@@ -46,6 +46,8 @@ inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) {
   store_bf16(p + VecF::kWidth, b);
 }
 
+inline void store_number_bf16_pair(uint16_t* p, VecF a, VecF b) { store_bf16_pair(p, a, b); }  // NaN costs nothing here
+
 inline VecF load_fp16(const uint16_t* p) {
   return VecF(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 }

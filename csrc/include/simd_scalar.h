@@ -28,5 +28,7 @@ inline void store_bf16_pair(uint16_t* p, VecF a, VecF b) {
   store_bf16(p + VecF::kWidth, b);
 }
 
+inline void store_number_bf16_pair(uint16_t* p, VecF a, VecF b) { store_bf16_pair(p, a, b); }  // NaN costs nothing here
+
 inline VecF load_fp16(const uint16_t* p) { return VecF(fp16_to_float(*p)); }
 inline void store_fp16(uint16_t* p, VecF a) { *p = float_to_fp16(a.v); }

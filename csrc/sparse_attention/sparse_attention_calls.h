@@ -51,19 +51,20 @@ inline Shape scores_shape(const at::Tensor& scores, int64_t heads, int64_t seq, 
   return {scores.size(0), heads, seq, 1, block};
 }
 
-// The bias and masks of a softmax job, checked against the scores' dtype (of `like`).
-inline SoftmaxJob softmax_job(const void* scores, void* probs, const at::Tensor& like, const Shape& shape, double scale,
+// The bias and masks of a softmax job, checked against the scores' dtype `type` and `device`.
+inline SoftmaxJob softmax_job(const void* scores, void* probs, at::ScalarType type, at::Device device,
+                              const Shape& shape, double scale,
                               const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& key_padding_mask,
                               const std::optional<at::Tensor>& attn_mask, int64_t key_padding_mode, int64_t attn_mode,
                               bool causal, const char* op) {
   check_mode(key_padding_mode, op, "key_padding_mask_mode");
   check_mode(attn_mode, op, "attn_mask_mode");
   const int64_t heads = shape.heads, seq = shape.seq;
-  return {scores, probs, like.scalar_type() == at::kDouble, scale,
-          optional_input(bias, {heads, seq, seq}, op, "rpe", like),
-          optional_input(key_padding_mask, {shape.batch, seq}, op, "key_padding_mask", like),
+  return {scores, probs, type == at::kDouble, scale,
+          optional_input(bias, {heads, seq, seq}, op, "rpe", type, device),
+          optional_input(key_padding_mask, {shape.batch, seq}, op, "key_padding_mask", type, device),
           int(key_padding_mask.has_value() ? key_padding_mode : 0),
-          optional_input(attn_mask, {seq, seq}, op, "attn_mask", like),
+          optional_input(attn_mask, {seq, seq}, op, "attn_mask", type, device),
           int(attn_mask.has_value() ? attn_mode : 0), causal};
 }
 
@@ -77,8 +78,8 @@ inline Call<SoftmaxJob> softmax_call(const at::Tensor& scores, const at::Tensor&
   const Lut lut = check_lut(lut_tensor, shape, scores, op);
   check_blocks(scores, shape, lut, scores.scalar_type(), op, "scores");
   auto probs = at::empty_like(scores);
-  const SoftmaxJob job = softmax_job(scores.data_ptr(), probs.data_ptr(), scores, shape, scale, bias, key_padding_mask,
-                                     attn_mask, key_padding_mode, attn_mode, causal, op);
+  const SoftmaxJob job = softmax_job(scores.data_ptr(), probs.data_ptr(), scores.scalar_type(), scores.device(), shape,
+                                     scale, bias, key_padding_mask, attn_mask, key_padding_mode, attn_mode, causal, op);
   return {job, lut, shape, probs, shape.batch * heads * shape.blocks()};
 }
 
@@ -119,9 +120,8 @@ inline AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, co
   }
   const Lut lut = check_lut(lut_tensor, shape, q, op);
   const at::ScalarType compute = scores_type(q.scalar_type());
-  const at::Tensor like = at::empty({0}, q.options().dtype(compute));
-  return {shape, lut, softmax_job(nullptr, nullptr, like, shape, scale, bias, key_padding_mask, attn_mask,
-                                  key_padding_mode, attn_mode, causal, op), compute};
+  return {shape, lut, softmax_job(nullptr, nullptr, compute, q.device(), shape, scale, bias, key_padding_mask,
+                                  attn_mask, key_padding_mode, attn_mode, causal, op), compute};
 }
 
 }  // namespace ds::sparse_attention

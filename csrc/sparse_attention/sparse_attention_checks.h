@@ -67,14 +67,13 @@ inline void check_blocks(const at::Tensor& t, const Shape& shape, const Lut& lut
               t.sizes());
 }
 
-// A bias or mask: the scores' dtype, the given shape, or absent.
+// A bias or mask: the scores' dtype `type`, the given shape, on `device`, or absent.
 inline const void* optional_input(const std::optional<at::Tensor>& t, at::IntArrayRef sizes, const char* op,
-                                  const char* name, const at::Tensor& like) {
+                                  const char* name, at::ScalarType type, at::Device device) {
   if (!t.has_value()) return nullptr;
-  TORCH_CHECK(t->scalar_type() == like.scalar_type() && t->is_contiguous() && t->sizes() == sizes &&
-                  t->device() == like.device(),
-              op, ": ", name, " must be a contiguous ", like.scalar_type(), " tensor of shape ", sizes, " on ",
-              like.device(), ", got ", t->scalar_type(), " ", t->sizes(), " on ", t->device());
+  TORCH_CHECK(t->scalar_type() == type && t->is_contiguous() && t->sizes() == sizes && t->device() == device, op, ": ",
+              name, " must be a contiguous ", type, " tensor of shape ", sizes, " on ", device, ", got ",
+              t->scalar_type(), " ", t->sizes(), " on ", t->device());
   return t->data_ptr();
 }
 

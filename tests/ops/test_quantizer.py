@@ -72,6 +72,15 @@ def test_every_simd_level_writes_the_same_bytes(monkeypatch, bits, symmetric, st
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
+def test_a_nan_scale_dequantizes_to_nan_at_every_simd_level(monkeypatch):
+    packed, scales, offsets = quantize(torch.randn(64), 32)
+    scales[0] = float("nan")  # a corrupted scale: the bf16 writer must not round its NaN into inf
+    for level in SIMD_LEVELS[: SIMD_LEVELS.index(cpu_simd_level()) + 1]:
+        monkeypatch.setenv("DS_SIMD", level)
+        restored = dequantize(packed, scales, offsets, 32, dtype=torch.bfloat16)
+        assert restored[:32].isnan().all() and restored[32:].isfinite().all(), level
+
+
 def test_stochastic_rounding_is_unbiased_and_reproducible():
     x = torch.rand(512, generator=torch.Generator().manual_seed(0)) * 2 - 1
     draws = torch.stack([dequantize(*quantize(x, 128, 4, True, True, seed), 128, 4) for seed in range(400)])
