@@ -122,7 +122,7 @@ def test_missing_path_names_the_key(tmp_path):
 
 
 PEAK_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, threading, time, torch
 import deepspeed_ext as deepspeed
 device, folder = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
@@ -131,12 +131,24 @@ offload = {"device": device, "nvme_path": folder} if device == "nvme" else {"dev
 engine, _, _, _ = deepspeed.initialize(model=model, config={
     "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Adam", "params": {"lr": 1e-4}},
     "zero_optimization": {"stage": 2, "sub_group_size": 2_000_000, "offload_optimizer": offload}})
+
+def anonymous_bytes():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon"))
+
+peak, training = [0], [True]
+def sample():  # torch ops release the GIL, so this runs while they do
+    while training[0]:
+        peak[0] = max(peak[0], anonymous_bytes())
+        time.sleep(0.0005)
+sampler = threading.Thread(target=sample)
+sampler.start()
 for _ in range(2):
     engine.backward(engine(torch.randn(4, 1024)).square().mean())
     engine.step()
-memory = engine.memory_breakdown()
-print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "swapped": memory.get("swapped_to_nvme", 0)}))
+training[0] = False
+sampler.join()
+print(json.dumps({"peak": peak[0], "swapped": engine.memory_breakdown().get("swapped_to_nvme", 0)}))
 """
 
 
@@ -151,9 +163,9 @@ def test_peak_memory_drops_by_the_swapped_bytes(tmp_path):
 
     cpu, nvme = peak("cpu"), peak("nvme")
     saved = cpu["peak"] - nvme["peak"]
-    print(f"peak RSS: CPU offload {cpu['peak'] / 2**20:.0f} MiB, NVMe offload {nvme['peak'] / 2**20:.0f} MiB; "
+    print(f"peak anonymous RSS while training: CPU offload {cpu['peak'] / 2**20:.0f} MiB, NVMe offload {nvme['peak'] / 2**20:.0f} MiB; "
           f"{saved / 2**20:.0f} MiB less, {nvme['swapped'] / 2**20:.0f} MiB in swap files")
-    # Up to three sub-groups of ~2M elements (3 tensors each, 72 MiB) are in memory at a time, so
-    # up to 120 MiB could be saved; measured 175 MiB alone and 69 MiB inside the full suite (the
-    # allocator's reuse differs), hence a bound well below either.
-    assert saved > 0.25 * nvme["swapped"]
+    # The peak of anonymous memory during the training steps: set-up (where both hold every
+    # state once) and file-backed pages (shared libraries, which vary with the page cache) are
+    # left out.
+    assert saved > 0.5 * nvme["swapped"]
