@@ -1,8 +1,7 @@
 #pragma once
 // Row-major GEMM on raw pointers through the Fortran BLAS interface libtorch_cpu exports (its
-// bundled MKL on x86): no tensor objects per call, sub-matrices by leading dimension, and
-// beta to accumulate. For kernels that run thousands of small products per call, where
-// building tensors for at::mm cost as much as the products.
+// bundled MKL on x86): no tensor objects per call. For kernels that run thousands of small
+// products per call, where building tensor views for at::mm cost a tenth of the time.
 #include <cstdint>
 
 extern "C" {

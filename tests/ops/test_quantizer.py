@@ -103,7 +103,7 @@ def test_edge_groups():
     single = torch.tensor([0.3, -7.0, 1e-8])  # a group of one value is exact
     assert torch.allclose(dequantize(*quantize(single, 1, 8), 1, 8), single, rtol=1e-6, atol=0)
     # 1 / scale would overflow fp32: stored as scale 0, so the group comes back as 0 (or its min)
-    tiny = torch.tensor([1e-39, -5e-40, 0.0, 2e-39, 1.0, 1e-39 + 1.0, 1.0, 1.0])
+    tiny = torch.tensor([1e-39, -5e-40, 0.0, 2e-39, 1.0, 2.0, -1.0, 0.5])  # a tiny group, then an ordinary one
     for symmetric in (True, False):
         packed, scales, offsets = quantize(tiny, 4, 8, symmetric)
         assert scales[0] == 0
