@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdam
 
 BYTES_PER_PARAM = 28
 

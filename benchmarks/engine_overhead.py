@@ -21,7 +21,7 @@ import torch
 from timing import best_seconds
 
 import deepspeed_ext as deepspeed
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdam
 
 MICRO_BATCH = 64
 

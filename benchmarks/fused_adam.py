@@ -15,7 +15,7 @@ import argparse
 import torch
 from cpu_adam import best_step_times, fresh_params, torch_adamw_makers
 
-from deepspeed_ext.ops.adam import FusedAdam
+from deepspeed_ext.ops.fused_adam import FusedAdam
 
 
 def gpt2_small_sizes(layers: int = 12, width: int = 768, vocab: int = 50257, context: int = 1024) -> list[int]:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 import deepspeed_ext as deepspeed
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdam
 
 MICRO_BATCH = 8
 FORMULAS = {0: 16.0, 1: 4 + 12 / 2, 2: 2 + 14 / 2, 3: 16 / 2}

@@ -18,7 +18,7 @@ from fused_adam import gpt2_small_sizes
 from timing import best_seconds
 from torch._utils import _flatten_dense_tensors
 
-from deepspeed_ext.ops.zero import FlatLayout, unflatten, zero_copy_ops
+from deepspeed_ext.ops.zero_gather import FlatLayout, unflatten, zero_gather_ops
 
 
 def cases(ops, tensors, flat, offsets, views) -> dict:
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    ops = zero_copy_ops()
+    ops = zero_gather_ops()
     workloads = {"gpt2-small (148 tensors)": gpt2_small_sizes(), "2,000 x 1,000": [1000] * 2000}
     print(f"{'workload':>26} {'thr':>3} {'copy':>10} {'ours GB/s':>10} {'torch GB/s':>11} {'ratio':>6} {'copy_ GB/s':>11}")
     for threads in (int(t) for t in args.threads.split(",")):

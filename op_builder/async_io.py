@@ -37,10 +37,10 @@ class AsyncIOBuilder(OpBuilder):
     DESCRIPTION = "asynchronous O_DIRECT file I/O for NVMe offload (libaio, thread pool, bounce buffers)"
 
     def sources(self) -> list[str]:
-        return ["aio/aio_file.cpp", "aio/io_workers.cpp", "aio/aio_handle.cpp", "aio/aio_ops.cpp"]
+        return ["async_io/aio_file.cpp", "async_io/io_workers.cpp", "async_io/aio_handle.cpp", "async_io/async_io_ops.cpp"]
 
     def include_paths(self) -> list[str]:
-        return ["aio"]
+        return ["async_io"]
 
     def extra_ldflags(self) -> list[str]:
         return ["-laio"]
@@ -53,6 +53,6 @@ class AsyncIOBuilder(OpBuilder):
     def load(self, verbose: bool = False):
         """As DeepSpeed's: a module whose `aio_handle(...)` makes handles."""
         super().load(verbose)
-        from deepspeed_ext.ops import aio
+        from deepspeed_ext.ops import async_io
 
-        return aio
+        return async_io

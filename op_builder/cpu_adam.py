@@ -4,11 +4,11 @@ from .builder import OpBuilder
 
 # The SIMD kernels of the CPU optimizers and their torch-side dispatch; fused_adam's CPU
 # path runs them too.
-CPU_OPTIMIZER_SOURCES = [
-    "adam/cpu_optimizer_dispatch.cpp",
-    "adam/cpu_optimizer_scalar.cpp",
-    "adam/cpu_optimizer_avx2.cpp",
-    "adam/cpu_optimizer_avx512.cpp",
+CPU_ADAM_SOURCES = [
+    "cpu_adam/cpu_adam_dispatch.cpp",
+    "cpu_adam/cpu_adam_scalar.cpp",
+    "cpu_adam/cpu_adam_avx2.cpp",
+    "cpu_adam/cpu_adam_avx512.cpp",
 ]
 
 
@@ -18,7 +18,7 @@ class CPUAdamBuilder(OpBuilder):
     DESCRIPTION = "CPU Adam / Adagrad / Lion (AVX-512, AVX2, scalar; OpenMP)"
 
     def sources(self) -> list[str]:
-        return ["adam/cpu_optimizer_ops.cpp", *CPU_OPTIMIZER_SOURCES]
+        return ["cpu_adam/cpu_adam_ops.cpp", *CPU_ADAM_SOURCES]
 
     def include_paths(self) -> list[str]:
-        return ["include", "adam"]
+        return ["include", "cpu_adam"]

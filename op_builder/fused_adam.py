@@ -1,7 +1,7 @@
 """Fused multi-tensor Adam: a CUDA kernel where torch has CUDA, the CPU optimizer kernels elsewhere."""
 
 from .builder import OpBuilder
-from .cpu_adam import CPU_OPTIMIZER_SOURCES
+from .cpu_adam import CPU_ADAM_SOURCES
 
 
 class FusedAdamBuilder(OpBuilder):
@@ -10,10 +10,10 @@ class FusedAdamBuilder(OpBuilder):
     DESCRIPTION = "multi-tensor Adam (CUDA multi-tensor apply; CPU SIMD kernels)"
 
     def sources(self) -> list[str]:
-        return ["adam/fused_adam_ops.cpp", *CPU_OPTIMIZER_SOURCES]
+        return ["fused_adam/fused_adam_ops.cpp", *CPU_ADAM_SOURCES]
 
     def cuda_sources(self) -> list[str]:
-        return ["adam/fused_adam_cuda.cpp", "adam/fused_adam.cu"]
+        return ["fused_adam/fused_adam_cuda.cpp", "fused_adam/fused_adam.cu"]
 
     def include_paths(self) -> list[str]:
-        return ["include", "adam"]
+        return ["include", "cpu_adam", "fused_adam"]

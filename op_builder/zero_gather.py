@@ -9,10 +9,10 @@ class ZeroGatherBuilder(OpBuilder):
     DESCRIPTION = "ZeRO flatten / unflatten and partition copies (OpenMP on CPU, batched CUDA kernel)"
 
     def sources(self) -> list[str]:
-        return ["zero/zero_copy_ops.cpp", "zero/zero_copy_plan.cpp"]
+        return ["zero_gather/zero_gather_ops.cpp", "zero_gather/zero_gather_plan.cpp"]
 
     def cuda_sources(self) -> list[str]:
-        return ["zero/zero_copy_cuda.cpp", "zero/zero_copy.cu"]
+        return ["zero_gather/zero_gather_cuda.cpp", "zero_gather/zero_gather.cu"]
 
     def include_paths(self) -> list[str]:
-        return ["include", "zero"]
+        return ["include", "zero_gather"]

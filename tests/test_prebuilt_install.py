@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import json, deepspeed_ext
 from deepspeed_ext.ops.op_builder import CPUAdamBuilder
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdam
 import torch
 builder = CPUAdamBuilder()
 status = builder.installed_status()
@@ -57,7 +57,7 @@ def test_prebuilt_op_loads_without_jit(tmp_path):
     table = run_installed(target, "from deepspeed_ext.env_report import cli_main; cli_main([])", cache)
     assert "cpu_adam ............... [YES] ....... [OKAY]" in table
     # The op sources ship inside the package, so a JIT build works from the install too.
-    assert (target / "deepspeed_ext/ops/csrc/adam/cpu_optimizer_ops.cpp").exists()
+    assert (target / "deepspeed_ext/ops/csrc/adam/cpu_adam_ops.cpp").exists()
     assert (target / "deepspeed_ext/ops/csrc/include/simd.h").exists()
 
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from deepspeed_ext.ops.aio import aio_handle
+from deepspeed_ext.ops.async_io import aio_handle
 
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 

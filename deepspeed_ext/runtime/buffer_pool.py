@@ -1,6 +1,6 @@
 """Reusable communication buffers. A fresh buffer of tens of MB is new memory from the
-kernel every time (a page fault per 4 KiB: measured at 0.3-0.5 s a step for a 100M-param
-model's gradient buckets); a kept one is not."""
+kernel every time, a page fault per 4 KiB, which costs a large share of a step for big
+gradient buckets (docs/zero.md has the figures); a kept one is not."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from deepspeed_ext.ops.zero import flatten, unflatten
+from deepspeed_ext.ops.zero_gather import flatten, unflatten
 
 from .buffer_pool import BufferPool
 
@@ -40,7 +40,8 @@ class OverlappedAllReduce:
         self.filled = 0
         self.in_flight: list[tuple] = []
         self.reduced: set[int] = set()
-        self.buffers = BufferPool(bucket_size)
+        # A bucket never holds more than every gradient: a small model keeps a small buffer.
+        self.buffers = BufferPool(min(bucket_size, sum(p.numel() for p in self.params)))
         for param in self.params:
             param.register_post_accumulate_grad_hook(self._grad_ready)
 

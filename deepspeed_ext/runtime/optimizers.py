@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion, FusedAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion
+from deepspeed_ext.ops.fused_adam import FusedAdam
 
 from .config_schema import ConfigError, closest
 

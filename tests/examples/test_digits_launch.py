@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..test_comm import LAUNCH_VARS, free_port
+from tests.ranks import LAUNCH_VARS, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"

@@ -11,8 +11,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from deepspeed_ext.launcher import multinode
-
-from ..test_comm import LAUNCH_VARS, free_port
+from tests.ranks import LAUNCH_VARS, free_port
 
 ENV_PROBE = """
 import json, os, sys

@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion
-from deepspeed_ext.ops.adam.cpu_optimizer import cpu_optimizer_ops
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion
+from deepspeed_ext.ops.cpu_adam.cpu_optimizer import cpu_adam_ops
 from deepspeed_ext.ops.op_builder import SIMD_LEVELS, cpu_simd_level
 
 from .optimizer_reference import adagrad_reference, adam_reference, lion_reference
@@ -174,7 +174,7 @@ def test_fp32_master_updates_low_precision_copy():
 
 
 def test_simd_level_agrees_with_python(simd_level):
-    assert cpu_optimizer_ops().cpu_optimizer_simd_level() == cpu_simd_level() == simd_level
+    assert cpu_adam_ops().cpu_adam_simd_level() == cpu_simd_level() == simd_level
 
 
 def test_invalid_simd_level_is_named(monkeypatch):
@@ -278,7 +278,7 @@ def test_fp32_states_of_bf16_params_survive_a_state_dict_round_trip():
 
 def test_ops_pass_opcheck():
     """Schema, fake impl and dispatch registrations are consistent (what torch.compile needs)."""
-    ops = cpu_optimizer_ops()
+    ops = cpu_adam_ops()
     params, grads = [torch.randn(100), torch.randn(7)], [torch.randn(100), torch.randn(7)]
     states = [[torch.zeros(100), torch.zeros(7)] for _ in range(2)]
     torch.library.opcheck(ops.cpu_adam_step.default,
@@ -345,7 +345,7 @@ def test_bad_tensor_in_a_later_group_leaves_no_half_taken_step():
 
 
 def test_op_checks_its_inputs():
-    ops = cpu_optimizer_ops()
+    ops = cpu_adam_ops()
     p, g, s = torch.zeros(8), torch.zeros(8), torch.zeros(8)
     with pytest.raises(RuntimeError, match="same length"):
         ops.cpu_adam_step([p], [g, g], [s], [s], [], [1], 1e-3, 0.9, 0.999, 1e-8, 0.0, True, True)

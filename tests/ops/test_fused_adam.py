@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from deepspeed_ext.ops.adam import FusedAdam
-from deepspeed_ext.ops.adam.fused_adam import fused_adam_ops
+from deepspeed_ext.ops.fused_adam import FusedAdam
+from deepspeed_ext.ops.fused_adam.fused_adam import fused_adam_ops
 
 from .optimizer_reference import adam_reference
 from .test_cpu_adam import SIZES, STEPS, check_state_dict_swap_with_adamw, make_params, set_grads, train_pair

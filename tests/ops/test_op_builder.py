@@ -3,14 +3,14 @@
 import ctypes
 import os
 import signal
-import subprocess
-import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 from deepspeed_ext.ops.op_builder import CPUAdamBuilder, OpBuilder, OpBuildError
+from tests.ranks import run_ranks, spawn
 
 EXPORT = 'extern "C" __attribute__((visibility("default")))'  # ops build with -fvisibility=hidden
 TINY_SOURCE = EXPORT + ' int tiny_answer() { return 42; }\n'
@@ -132,48 +132,38 @@ constexpr long spin(long n) { long s = 0; for (long i = 0; i < n; ++i) s += i % 
 extern "C" long tiny_answer() { constexpr long v = spin(1500000); return v > 0 ? 42 : 0; }
 """
 SLOW_FLAGS = ["-fconstexpr-ops-limit=1000000000", "-fconstexpr-loop-limit=1000000000"]
-BUILD_IN_CHILD = """
-import sys
-from pathlib import Path
-sys.path.insert(0, {tests!r})
-from ops.test_op_builder import SLOW_FLAGS, TinyBuilder
-builder = TinyBuilder(Path({folder!r}), SLOW_FLAGS)
-builder.jit_load()
-print(builder.loaded().source)
-"""
 
 
-def _child(tiny):
-    code = BUILD_IN_CHILD.format(tests=str(Path(__file__).resolve().parents[1]), folder=str(tiny.folder))
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+def build_slow_tiny(folder: str) -> tuple[str, list[str]]:
+    """JIT-loads the slow tiny op (in a process of its own); how it was loaded and the warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        builder = TinyBuilder(Path(folder), SLOW_FLAGS)
+        builder.jit_load()
+    return builder.loaded().source, [str(w.message) for w in caught]
 
 
 @pytest.mark.slow
 def test_concurrent_builds_of_one_op_build_once(tiny):
     (tiny.folder / "tiny.cpp").write_text(SLOW_SOURCE)
-    children = [_child(tiny) for _ in range(2)]
-    sources = sorted(child.communicate(timeout=300)[0].strip() for child in children)
-    assert [child.returncode for child in children] == [0, 0]
-    assert sources == ["jit-build", "jit-cache"]
+    builds = run_ranks(build_slow_tiny, 2, str(tiny.folder))
+    assert sorted(source for source, _ in builds) == ["jit-build", "jit-cache"]
 
 
 @pytest.mark.slow
-def test_build_killed_halfway_does_not_block_the_next(tiny):
+def test_build_killed_halfway_does_not_block_the_next(tiny, tmp_path):
     (tiny.folder / "tiny.cpp").write_text(SLOW_SOURCE)
     slow = TinyBuilder(tiny.folder, SLOW_FLAGS)
-    victim = _child(tiny)
+    victim = spawn(build_slow_tiny, tmp_path, str(tiny.folder), start_new_session=True)
     deadline = time.monotonic() + 60
     while not (slow.build_directory() / "lock").exists():
         assert time.monotonic() < deadline, "the child build never started"
         time.sleep(0.05)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    survivor = _child(tiny)
-    out, err = survivor.communicate(timeout=300)
-    assert survivor.returncode == 0, err
-    assert out.strip() == "jit-build"
-    assert "removing the lock of an interrupted build" in err
+    ((source, warned),) = run_ranks(build_slow_tiny, 1, str(tiny.folder))
+    assert source == "jit-build"
+    assert any("removing the lock of an interrupted build" in message for message in warned)
 
 
 def test_prebuilt_library_from_other_sources_is_reported_stale(tmp_path, monkeypatch, capsys):

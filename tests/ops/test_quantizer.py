@@ -109,8 +109,31 @@ def test_edge_groups():
         assert scales[0] == 0
         restored = dequantize(packed, scales, offsets, 4, 8, symmetric)
         assert (restored[:4] - tiny[:4]).abs().max() <= 3e-39
-    fake = ds_quantizer(torch.randn(4, 6, dtype=torch.bfloat16), groups=4, bit_num=4, asym=True)
-    assert fake.shape == (4, 6) and fake.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bits,asym", [(8, False), (8, True), (4, False), (4, True)])
+def test_ds_quantizer_gives_the_rules_levels_times_scale(bits, asym, dtype):
+    """Fake quantization: each value becomes level * scale (+ offset) of its group, with the
+    reference's levels, computed in fp32 and cast back to the input's dtype."""
+    x = (torch.randn(4, 60, generator=torch.Generator().manual_seed(bits + asym)) * 2).to(dtype)
+    fake = ds_quantizer(x, groups=6, bit_num=bits, asym=asym)
+    levels, scales, offsets = reference(x.flatten(), 40, bits, symmetric=not asym)
+    expected = levels.view(6, 40).float() * scales[:, None] + offsets[:, None]
+    assert fake.shape == x.shape and fake.dtype == dtype
+    assert torch.equal(fake, expected.to(dtype).view(x.shape))
+
+
+def test_ds_quantizer_stochastic_rounding_picks_a_neighbouring_level():
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    levels, scales, _ = reference(x.flatten(), 128, 8, symmetric=True)
+    nearest = (levels.view(4, 128).float() * scales[:, None]).view(x.shape)
+    step = scales.repeat_interleave(128).view(x.shape)
+    fake = ds_quantizer(x, groups=4, bit_num=8, sr=True, seed=3)
+    on_grid = fake / step
+    assert torch.allclose(on_grid, on_grid.round(), atol=1e-3)  # a multiple of the group's step
+    assert ((fake - x).abs() < step * (1 + 1e-5)).all()  # the level below or above x
+    assert not torch.equal(fake, nearest)
 
 
 @pytest.mark.parametrize("make,match", [

@@ -1,4 +1,4 @@
-"""The sparse_attn op: forward and gradients equal dense attention with the layout applied as a
+"""The sparse_attention op: forward and gradients equal dense attention with the layout applied as a
 mask, for every layout class, block size 16-128, causal and bidirectional, with masks and rpe,
 in fp32 (and bf16 within its precision); gradcheck in fp64; every SIMD level gives the same
 bits; the fused op equals its building blocks (sdd, softmax, dsd) composed; scores take memory
@@ -6,11 +6,14 @@ for the non-zero blocks only; bad input names the argument."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from deepspeed_ext.ops import sparse_attention
 from deepspeed_ext.ops.sparse_attention import (
     BertSparseSelfAttention,
     BigBirdSparsityConfig,
@@ -298,3 +301,17 @@ def test_utils_adapt_a_bert_style_model():
     (context,) = sparse(hidden, extended)
     assert context.shape == (2, 64, 32)
     assert SparseAttentionUtils.unpad_sequence_output(pad, context).shape == (2, 50, 32)
+
+
+LAYOUTS = json.loads((Path(__file__).parent / "data" / "sparsity_layouts.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=[f"{c['class']}-{c['seed']}" for c in LAYOUTS])
+def test_layouts_equal_deepspeeds(case):
+    """Every layout class and option against the layout DeepSpeed's own code made (stored by
+    tests/ops/data/make_sparsity_layouts.py; random draws after random.seed(seed))."""
+    config = getattr(sparse_attention, case["class"])(**case["options"], seed=case["seed"])
+    expected = torch.tensor([[[int(v) for v in row] for row in head] for head in case["layout"]])
+    layout = config.make_layout(case["seq_len"])
+    assert layout.shape == expected.shape
+    assert torch.equal(layout.long(), expected), (layout - expected).nonzero().tolist()[:10]

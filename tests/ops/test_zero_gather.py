@@ -1,19 +1,13 @@
 """ZeRO flat buffers: flatten / unflatten against torch's own flattening and slicing, the
 partition arithmetic (uneven worlds, straddling tensors), a 3-rank gloo gather, bad input."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch._utils import _flatten_dense_tensors
 
-from deepspeed_ext.ops.zero import FlatLayout, flatten, gather_partitions, unflatten, zero_copy_ops
-
-from ..test_comm import LAUNCH_VARS, free_port
+import deepspeed_ext
+from deepspeed_ext.ops.zero_gather import FlatLayout, flatten, gather_partitions, unflatten, zero_gather_ops
+from tests.ranks import run_ranks
 
 SHAPES = [(3, 4), (1,), (1000,), (7, 9, 2), (0,), (300_001,), (5,)]
 
@@ -65,7 +59,7 @@ def test_straddling_tensor_is_split_between_ranks():
 
 
 def test_op_passes_opcheck_and_rejects_bad_input():
-    ops = zero_copy_ops()
+    ops = zero_gather_ops()
     tensors = [torch.randn(4), torch.randn(3)]
     torch.library.opcheck(ops.flatten_into.default, (torch.empty(8), tensors, [0, 4]))
     torch.library.opcheck(ops.unflatten_from.default, (torch.randn(8), tensors, [0, 4]))
@@ -85,33 +79,18 @@ def test_op_passes_opcheck_and_rejects_bad_input():
         gather_partitions(torch.empty(2), FlatLayout.of(tensors, world_size=1))
 
 
-GATHER = """
-import json, sys, torch
-sys.path.insert(0, {root!r})
-import deepspeed_ext
-from deepspeed_ext.ops.zero import flatten, gather_partitions
-from tests.ops.test_zero_gather import tensors_of
-deepspeed_ext.init_distributed(verbose=False)
-rank = torch.distributed.get_rank()
-flat, layout = flatten(tensors_of(), alignment=8, world_size=3)
-part = layout.partition(rank)
-shard = flat[part.start:part.end] * 1  # each rank keeps only its partition
-full = gather_partitions(shard, layout)
-print(json.dumps(bool(torch.equal(full, flat))))
-"""
+def gather_on_rank() -> tuple:
+    """Each rank keeps only its partition of the flat buffer, then gathers the whole."""
+    deepspeed_ext.init_distributed(verbose=False)
+    flat, layout = flatten(tensors_of(), alignment=8, world_size=3)
+    part = layout.partition(torch.distributed.get_rank())
+    shard = flat[part.start:part.end].clone()
+    return gather_partitions(shard, layout), flat
 
 
 def test_three_ranks_gather_their_uneven_partitions():
-    root, port = str(Path(__file__).resolve().parents[2]), str(free_port())
-    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    procs = [subprocess.Popen([sys.executable, "-c", GATHER.format(root=root)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "3",
-                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in range(3)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-2000:]
-        assert json.loads(out.splitlines()[-1]) is True
+    for full, flat in run_ranks(gather_on_rank, 3):
+        assert torch.equal(full, flat)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -2,13 +2,14 @@
 bf16, schedules, data loading, the DeepSpeed getters, and two gloo ranks equal to one
 process with the global batch."""
 
+import os
 import sys
 
 import pytest
 import torch
 
 import deepspeed_ext as deepspeed
-from deepspeed_ext.ops.adam import DeepSpeedCPUAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdam
 from tests.ranks import run_ranks
 
 ADAM = {"type": "Adam", "params": {"lr": 1e-2}}
@@ -134,29 +135,26 @@ def test_config_arguments():
     assert args.deepspeed and args.deepspeed_config == "ds.json"
 
 
-TWO_RANKS = """
-import json, torch
-import deepspeed_ext as deepspeed
-from tests.runtime.test_engine import ADAM, batches, make_model, mse
-rank = int(__import__("os").environ["RANK"])
-micro = 4 // {accumulation}
-engine, _, _, _ = deepspeed.initialize(model=make_model(), config={{
-    "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": {accumulation}, "optimizer": ADAM}})
-for x, y in batches(5, 8):
-    for start in range(rank * 4, (rank + 1) * 4, micro):  # this rank's half of the batch, in micro-batches
-        engine.backward(mse(engine, x[start:start + micro], y[start:start + micro]))
-        engine.step()
-print(json.dumps([p.detach().flatten().tolist() for p in engine.module.parameters()]))
-"""
+def train_half_on_rank(accumulation: int) -> list:
+    """This rank's half of each batch of 8, in micro-batches; the params afterwards."""
+    rank = int(os.environ["RANK"])
+    micro = 4 // accumulation
+    engine, _, _, _ = deepspeed.initialize(model=make_model(), config={
+        "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accumulation, "optimizer": ADAM})
+    for x, y in batches(5, 8):
+        for start in range(rank * 4, (rank + 1) * 4, micro):
+            engine.backward(mse(engine, x[start:start + micro], y[start:start + micro]))
+            engine.step()
+    return [p.detach().clone() for p in engine.module.parameters()]
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_two_gloo_ranks_equal_one_process_with_the_global_batch(accumulation):
-    ranks = run_ranks(TWO_RANKS.format(accumulation=accumulation), 2)
+    ranks = run_ranks(train_half_on_rank, 2, accumulation)
     single = train_engine({"train_batch_size": 8, "optimizer": ADAM}, batches(5, 8))
-    assert ranks[0] == ranks[1]
-    for values, param in zip(ranks[0], single.module.parameters()):
-        torch.testing.assert_close(torch.tensor(values), param.detach().flatten(), rtol=0, atol=1e-6)
+    for on_rank0, on_rank1, param in zip(*ranks, single.module.parameters()):
+        assert torch.equal(on_rank0, on_rank1)
+        torch.testing.assert_close(on_rank0, param.detach(), rtol=0, atol=1e-6)
 
 
 def test_csv_monitor_and_wall_clock_breakdown(tmp_path, capsys):

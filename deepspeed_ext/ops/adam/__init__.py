@@ -1,8 +1,6 @@
-"""Optimizers backed by compiled ops: `from deepspeed_ext.ops.adam import DeepSpeedCPUAdam`."""
+"""DeepSpeed's module path for its Adam optimizers; they live in the cpu_adam and fused_adam ops."""
 
-from .cpu_adagrad import DeepSpeedCPUAdagrad
-from .cpu_adam import DeepSpeedCPUAdam
-from .cpu_lion import DeepSpeedCPULion
-from .fused_adam import FusedAdam
+from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion
+from deepspeed_ext.ops.fused_adam import FusedAdam
 
 __all__ = ["DeepSpeedCPUAdagrad", "DeepSpeedCPUAdam", "DeepSpeedCPULion", "FusedAdam"]

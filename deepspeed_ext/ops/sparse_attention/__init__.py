@@ -1,4 +1,4 @@
-"""Block-sparse self-attention (the sparse_attn op), with DeepSpeed's classes:
+"""Block-sparse self-attention (the sparse_attention op), with DeepSpeed's classes:
 
     from deepspeed_ext.ops.sparse_attention import SparseSelfAttention, FixedSparsityConfig
     attention = SparseSelfAttention(FixedSparsityConfig(num_heads=8, block=64), max_seq_length=4096)

@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from deepspeed_ext.ops.op_builder import SparseAttnBuilder
+from deepspeed_ext.ops.op_builder import SparseAttentionBuilder
 
 from .lut import nonzero_blocks
 
@@ -30,7 +30,7 @@ def scores_dtype(input_dtype: torch.dtype) -> torch.dtype:
 
 @functools.cache
 def sparse_attention_ops():
-    ops = SparseAttnBuilder().load()
+    ops = SparseAttentionBuilder().load()
     _register_python_parts()
     return ops
 

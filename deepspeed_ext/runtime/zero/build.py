@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from deepspeed_ext.ops.adam import FusedAdam
-from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
+from deepspeed_ext.ops.cpu_adam import CPUOptimizer
+from deepspeed_ext.ops.fused_adam import FusedAdam
 from deepspeed_ext.ops.op_builder import AsyncIOBuilder
 
 from ..config_schema import ConfigError

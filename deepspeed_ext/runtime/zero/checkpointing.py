@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from deepspeed_ext.ops.zero import PerTensorLayout
+from deepspeed_ext.ops.zero_gather import PerTensorLayout
 from deepspeed_ext.utils.zero_to_fp32 import FP32_GROUPS, assemble
 
 from ..config_schema import ConfigError

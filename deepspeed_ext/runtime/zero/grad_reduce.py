@@ -6,8 +6,8 @@ does not own.
 
 Three transports, the same result:
 - all-reduce of the bucket, each rank keeping its own pieces: what gloo does fastest (its
-  all_reduce moves 200 MB in 132 ms here, its reduce_scatter in 267 ms), and what DeepSpeed
-  does with `reduce_scatter: false`;
+  reduce_scatter takes about twice as long for the same bytes; docs/zero.md), and what
+  DeepSpeed does with `reduce_scatter: false`;
 - reduce-scatter: the bucket laid out as world_size equal sections, section r holding the
   pieces rank r owns, so each rank receives only its own sums (half the traffic on NCCL);
 - ZeRO++ qgZ (`zero_quantized_gradients`): the same sections as 4-bit groups through an
@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from deepspeed_ext import comm
 from deepspeed_ext.ops.quantizer import dequantize, quantize
-from deepspeed_ext.ops.zero import round_up, zero_copy_ops
+from deepspeed_ext.ops.zero_gather import round_up, zero_gather_ops
 
 from ..buffer_pool import BufferPool
 from ..gradients import averaging_divisors
@@ -67,7 +67,8 @@ class ShardedGradReducer:
         self.bucket: list[tuple[ShardedGroup, int, torch.Tensor]] = []
         self.filled = 0
         self.in_flight: list[tuple] = []
-        self.buffers = BufferPool(bucket_size)
+        # A bucket never holds more than every gradient: a small model keeps a small buffer.
+        self.buffers = BufferPool(min(bucket_size, sum(p.numel() for g in groups for p in g.params)))
         self.reduced: set[int] = set()
         self.groups = groups
         for group in groups:
@@ -120,7 +121,7 @@ class ShardedGradReducer:
                 if rank == self.rank:
                     mine.append((group, offset, position, piece.numel()))
                 position += piece.numel()
-        zero_copy_ops().flatten_into(send, sources, positions)  # one coalesced pass; section gaps zeroed
+        zero_gather_ops().flatten_into(send, sources, positions)  # one coalesced pass; section gaps zeroed
         if self.before != 1.0:
             send.div_(self.before)
         if self.world_size == 1:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from deepspeed_ext.ops.zero import FlatLayout, PerTensorLayout, flatten, unflatten
+from deepspeed_ext.ops.zero_gather import FlatLayout, PerTensorLayout, flatten, unflatten
 
 
 @dataclass

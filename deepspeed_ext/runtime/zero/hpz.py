@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from deepspeed_ext import comm
-from deepspeed_ext.ops.zero import round_up
+from deepspeed_ext.ops.zero_gather import round_up
 from deepspeed_ext.runtime.config_schema import ConfigError
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from deepspeed_ext import accelerator, comm
-from deepspeed_ext.ops.zero import flatten, unflatten
+from deepspeed_ext.ops.zero_gather import flatten, unflatten
 
 from ..config import load_config
 from . import partitioned_params

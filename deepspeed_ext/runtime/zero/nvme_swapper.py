@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from deepspeed_ext.ops.aio import aio_handle
+from deepspeed_ext.ops.async_io import aio_handle
 
 from .groups import ShardedGroup
 

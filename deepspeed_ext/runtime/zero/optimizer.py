@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from deepspeed_ext import comm
-from deepspeed_ext.ops.adam.cpu_optimizer import CPUOptimizer
+from deepspeed_ext.ops.cpu_adam import CPUOptimizer
 
 from .grad_reduce import ShardedGradReducer
 from .groups import ShardedGroup

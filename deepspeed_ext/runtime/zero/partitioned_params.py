@@ -16,7 +16,7 @@ import torch
 
 from deepspeed_ext import accelerator, comm
 from deepspeed_ext.ops.quantizer import dequantize, quantize
-from deepspeed_ext.ops.zero import PerTensorLayout, flatten, round_up, zero_copy_ops
+from deepspeed_ext.ops.zero_gather import PerTensorLayout, flatten, round_up, zero_gather_ops
 
 from .hpz import has_secondary, keep_secondary
 
@@ -141,7 +141,7 @@ class Gathering:
             for full, size, offset in zip(fulls, sizes, shard_offsets):
                 views.append(full.narrow(0, rank * size, size))
                 offsets.append(rank * total + offset)
-        zero_copy_ops().unflatten_from(self.received, views, offsets)
+        zero_gather_ops().unflatten_from(self.received, views, offsets)
         for param, full in zip(self.params, fulls):
             param.data = full.narrow(0, 0, param.ds_numel).view(param.ds_shape)
             param.ds_status, param.ds_gathering = ZeroParamStatus.AVAILABLE, None

@@ -4,6 +4,7 @@ script copied beside the checkpoints), and save_16bit_model under stage 3."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,46 +12,43 @@ import sys
 import pytest
 import torch
 
+import deepspeed_ext as deepspeed
 from deepspeed_ext.utils.zero_to_fp32 import (
     convert_zero_checkpoint_to_fp32_state_dict,
     get_fp32_state_dict_from_zero_checkpoint,
     load_state_dict_from_zero_checkpoint,
 )
 from tests.ranks import run_ranks
-from tests.runtime.zero.models import make_model
-
-SCRIPT = """
-import json, os, torch
-import deepspeed_ext as deepspeed
-from tests.runtime.zero.models import batches, loss_of
-from tests.runtime.zero.models import make_model
+from tests.runtime.zero.models import batches, loss_of, make_model
 from tests.runtime.zero.test_zero_stages import full_params, zero_config
-rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-config = zero_config({stage}, 1, world, dtype="{dtype}")
-config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
-engine, _, _, _ = deepspeed.initialize(model=make_model(), config=config)
-if {load}:
-    path, client = engine.load_checkpoint(r"{folder}")
-    assert client == {{"epoch": 7}}, client
-data, losses = batches(4, 12), []
-for step in range({first}, {last}):
-    x, y = data[step]
-    with torch.no_grad():
-        losses.append(loss_of(engine, x, y, step).item())
+
+
+def train_on_rank(stage: int, folder: str, first: int, last: int, load: bool, save: bool, dtype: str) -> dict:
+    """Steps first..last of 4 (resuming from folder when load), saving after step 2 when save."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    config = zero_config(stage, 1, world, dtype=dtype)
+    config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+    engine, _, _, _ = deepspeed.initialize(model=make_model(), config=config)
+    if load:
+        _, client = engine.load_checkpoint(folder)
+        assert client == {"epoch": 7}, client
+    data, losses = batches(4, 12), []
     share = 12 // world
-    engine.backward(loss_of(engine, x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share], step))
-    engine.step()
-    if {save} and step == 1:
-        engine.save_checkpoint(r"{folder}", client_state={{"epoch": 7}})
-if {save}:
-    assert engine.save_16bit_model(r"{folder}/16bit")
-print(json.dumps({{"losses": losses, "params": full_params(engine.module)}}))
-"""
+    for step in range(first, last):
+        x, y = data[step]
+        with torch.no_grad():
+            losses.append(loss_of(engine, x, y, step).item())
+        engine.backward(loss_of(engine, x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share], step))
+        engine.step()
+        if save and step == 1:
+            engine.save_checkpoint(folder, client_state={"epoch": 7})
+    if save:
+        assert engine.save_16bit_model(f"{folder}/16bit")
+    return {"losses": losses, "params": full_params(engine.module)}
 
 
 def run(stage, world, folder, first, last, load=False, save=False, dtype="fp32"):
-    script = SCRIPT.format(stage=stage, folder=folder, first=first, last=last, load=load, save=save, dtype=dtype)
-    return run_ranks(script, world)[0]
+    return run_ranks(train_on_rank, world, stage, str(folder), first, last, load, save, dtype)[0]
 
 
 @pytest.fixture(scope="module", params=[2, 3])

@@ -6,27 +6,16 @@ peak memory drops by about the swapped bytes."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import deepspeed_ext as deepspeed
 from deepspeed_ext import ConfigError
-from tests.ranks import ROOT, run_ranks
+from tests.memory import MEMORY_ENV, PeakAnonymousMemory
+from tests.ranks import run_ranks
 from tests.runtime.zero.models import batches, loss_of, make_model
-
-SCRIPT = """
-import json, os, sys, torch
-import deepspeed_ext as deepspeed
-from tests.runtime.zero.test_zero_nvme import train
-rank = int(os.environ["RANK"])
-print(json.dumps(train({stage}, "{device}", {buffer_count}, {folder!r}, rank, int(os.environ["WORLD_SIZE"]),
-                      param_device="{param_device}")))
-"""
 
 
 def nvme_config(stage: int, device: str, buffer_count: int, folder: str, micro: int, param_device: str = "none") -> dict:
@@ -59,13 +48,17 @@ def train(stage: int, device: str, buffer_count: int, folder: str, rank: int, wo
     return {"params": whole, "losses": losses, "memory": engine.memory_breakdown()}
 
 
+def train_on_rank(stage: int, device: str, buffer_count: int, folder: str, param_device: str) -> dict:
+    return train(stage, device, buffer_count, folder, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                 param_device=param_device)
+
+
 @pytest.mark.parametrize("stage,buffer_count,params_too", [(1, 4, False), (2, 1, False), (2, 2, False),
                                                          (3, 4, False), (3, 3, True)])
 def test_nvme_offload_trains_exactly_like_cpu_offload(tmp_path, stage, buffer_count, params_too):
     param_cpu, param_nvme = ("cpu", "nvme") if params_too else ("none", "none")
-    cpu = run_ranks(SCRIPT.format(stage=stage, device="cpu", buffer_count=4, folder="", param_device=param_cpu), 2)
-    nvme = run_ranks(SCRIPT.format(stage=stage, device="nvme", buffer_count=buffer_count, folder=str(tmp_path),
-                                   param_device=param_nvme), 2)
+    cpu = run_ranks(train_on_rank, 2, stage, "cpu", 4, "", param_cpu)
+    nvme = run_ranks(train_on_rank, 2, stage, "nvme", buffer_count, str(tmp_path), param_nvme)
     for on_cpu, on_nvme in zip(cpu, nvme):
         assert on_nvme["params"] == on_cpu["params"]
         assert on_nvme["memory"]["master_weights"] == 0 and on_nvme["memory"]["optimizer_states"] == 0
@@ -121,47 +114,25 @@ def test_missing_path_names_the_key(tmp_path):
             "stage": 3, "offload_param": {"device": "nvme"}}})
 
 
-PEAK_SCRIPT = """
-import json, sys, threading, time, torch
-import deepspeed_ext as deepspeed
-device, folder = sys.argv[1], sys.argv[2]
-torch.manual_seed(0)
-model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(16)])  # 16.8M params
-offload = {"device": device, "nvme_path": folder} if device == "nvme" else {"device": device}
-engine, _, _, _ = deepspeed.initialize(model=model, config={
-    "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Adam", "params": {"lr": 1e-4}},
-    "zero_optimization": {"stage": 2, "sub_group_size": 2_000_000, "offload_optimizer": offload}})
-
-def anonymous_bytes():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon"))
-
-peak, training = [0], [True]
-def sample():  # torch ops release the GIL, so this runs while they do
-    while training[0]:
-        peak[0] = max(peak[0], anonymous_bytes())
-        time.sleep(0.0005)
-sampler = threading.Thread(target=sample)
-sampler.start()
-for _ in range(2):
-    engine.backward(engine(torch.randn(4, 1024)).square().mean())
-    engine.step()
-training[0] = False
-sampler.join()
-print(json.dumps({"peak": peak[0], "swapped": engine.memory_breakdown().get("swapped_to_nvme", 0)}))
-"""
+def peak_on_rank(device: str, folder: str) -> dict:
+    """Two ZeRO-2 steps of a 16.8M-param model with the optimizer offloaded to device; the
+    peak anonymous RSS during the steps and the bytes in swap files."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(16)])
+    offload = {"device": device, "nvme_path": folder} if device == "nvme" else {"device": device}
+    engine, _, _, _ = deepspeed.initialize(model=model, config={
+        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Adam", "params": {"lr": 1e-4}},
+        "zero_optimization": {"stage": 2, "sub_group_size": 2_000_000, "offload_optimizer": offload}})
+    with PeakAnonymousMemory() as peak:
+        for _ in range(2):
+            engine.backward(engine(torch.randn(4, 1024)).square().mean())
+            engine.step()
+    return {"peak": peak.bytes, "swapped": engine.memory_breakdown().get("swapped_to_nvme", 0)}
 
 
 def test_peak_memory_drops_by_the_swapped_bytes(tmp_path):
-    def peak(device: str) -> dict:
-        # A fixed mmap threshold: glibc otherwise raises it after the first large free and keeps
-        # later freed blocks in its heap, so RSS would count memory no tensor holds any more.
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-        result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, device, str(tmp_path)], capture_output=True,
-                                text=True, check=True, cwd=ROOT, env=env)
-        return json.loads(result.stdout.splitlines()[-1])
-
-    cpu, nvme = peak("cpu"), peak("nvme")
+    (cpu,), (nvme,) = (run_ranks(peak_on_rank, 1, device, str(tmp_path), extra_env=MEMORY_ENV)
+                       for device in ("cpu", "nvme"))
     saved = cpu["peak"] - nvme["peak"]
     print(f"peak anonymous RSS while training: CPU offload {cpu['peak'] / 2**20:.0f} MiB, NVMe offload {nvme['peak'] / 2**20:.0f} MiB; "
           f"{saved / 2**20:.0f} MiB less, {nvme['swapped'] / 2**20:.0f} MiB in swap files")

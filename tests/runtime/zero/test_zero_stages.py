@@ -5,13 +5,14 @@ after several steps with accumulation, clipping and the awkward model of models.
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
 
 import deepspeed_ext as deepspeed
 from tests.ranks import run_ranks
-from tests.runtime.zero.models import make_model
+from tests.runtime.zero.models import batches, loss_of, make_model
 
 STEPS, GLOBAL_BATCH = 4, 12
 
@@ -32,24 +33,20 @@ def zero_config(stage: int, accumulation: int, world: int, offload: bool = False
     return config
 
 
-RANK_SCRIPT = """
-import json, os, torch
-import deepspeed_ext as deepspeed
-from tests.runtime.zero.models import batches, loss_of, make_model
-from tests.runtime.zero.test_zero_stages import STEPS, GLOBAL_BATCH, full_params, zero_config, zero_grads_for_unused
-rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-config = zero_config({stage}, {accumulation}, world, {offload}, "{dtype}")
-engine, _, _, _ = deepspeed.initialize(model=make_model(), config=config)
-micro = config["train_micro_batch_size_per_gpu"]
-for step, (x, y) in enumerate(batches(STEPS, GLOBAL_BATCH)):
+def train_on_rank(stage: int, accumulation: int, offload: bool, dtype: str) -> dict:
+    """One rank's share of STEPS global batches; returns the full params afterwards."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    config = zero_config(stage, accumulation, world, offload, dtype)
+    engine, _, _, _ = deepspeed.initialize(model=make_model(), config=config)
+    micro = config["train_micro_batch_size_per_gpu"]
     share = GLOBAL_BATCH // world
-    for start in range(rank * share, (rank + 1) * share, micro):
-        engine.backward(loss_of(engine, x[start:start + micro], y[start:start + micro], step))
-        if {stage} == 0 and engine.is_gradient_accumulation_boundary():
-            zero_grads_for_unused(engine.module)
-        engine.step()
-print(json.dumps(full_params(engine.module)))
-"""
+    for step, (x, y) in enumerate(batches(STEPS, GLOBAL_BATCH)):
+        for start in range(rank * share, (rank + 1) * share, micro):
+            engine.backward(loss_of(engine, x[start:start + micro], y[start:start + micro], step))
+            if stage == 0 and engine.is_gradient_accumulation_boundary():
+                zero_grads_for_unused(engine.module)
+            engine.step()
+    return full_params(engine.module)
 
 
 def zero_grads_for_unused(module) -> None:
@@ -70,8 +67,7 @@ def full_params(module) -> dict:
 @functools.cache
 def stage0_reference(world: int, accumulation: int, dtype: str = "fp32") -> dict:
     """Stage 0 on the same ranks and micro-batches: the same arithmetic, nothing sharded."""
-    script = RANK_SCRIPT.format(stage=0, accumulation=accumulation, offload=False, dtype=dtype)
-    return run_ranks(script, world)[0]
+    return run_ranks(train_on_rank, world, 0, accumulation, False, dtype)[0]
 
 
 def assert_same_params(ranks: list[dict], reference: dict, atol: float) -> None:
@@ -90,16 +86,15 @@ def assert_same_params(ranks: list[dict], reference: dict, atol: float) -> None:
     (1, 3, 1, True), (2, 3, 2, True), (3, 3, 2, True),
 ])
 def test_stage_equals_stage0_in_fp32(stage, world, accumulation, offload):
-    script = RANK_SCRIPT.format(stage=stage, accumulation=accumulation, offload=offload, dtype="fp32")
-    assert_same_params(run_ranks(script, world), stage0_reference(world, accumulation), atol=1e-5)
+    ranks = run_ranks(train_on_rank, world, stage, accumulation, offload, "fp32")
+    assert_same_params(ranks, stage0_reference(world, accumulation), atol=1e-5)
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_stage_equals_stage0_in_bf16(stage):
     """bf16: gradients are summed in bf16 in a different order than stage 0's, so params
     agree to a few bf16 steps (2**-8 relative), not bit for bit."""
-    script = RANK_SCRIPT.format(stage=stage, accumulation=2, offload=False, dtype="bf16")
-    ranks = run_ranks(script, 2)
+    ranks = run_ranks(train_on_rank, 2, stage, 2, False, "bf16")
     reference = stage0_reference(2, 2, "bf16")
     for name, values in reference.items():
         torch.testing.assert_close(torch.tensor(ranks[0][name]), torch.tensor(values), rtol=0.02, atol=0.01, msg=name)
