@@ -7,8 +7,8 @@ Columns: ours (allocating its outputs, as `quantize()` does), the torch expressi
 allocates too), the ratio, ours writing into reused buffers (`out=`), and the bound: the
 bytes the op must move (read the input, write levels and scales, or the reverse) at the
 copy bandwidth torch's `copy_` reaches between reused buffers of the same size in the same
-run. Fresh buffers of tens of MB cost page faults on this VM (16 MB: 8.8 ms first-touch
-against 0.6 ms reused), so the bound compares the `out=` column. Target: >= 0.8 of it.
+run. Fresh buffers of tens of MB cost page faults (docs/ops/quantizer.md has the figures),
+so the bound compares the `out=` column. Target: >= 0.8 of it.
 """
 
 from __future__ import annotations

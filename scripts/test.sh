@@ -10,4 +10,4 @@ export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extension
 if command -v nvcc >/dev/null 2>&1; then
   export DS_TEST_CUDA_BUILD="${DS_TEST_CUDA_BUILD:-1}"
 fi
-exec "${PYTHON:-python3}" -m pytest -q tests "$@"
+exec "${PYTHON:-python3}" -m pytest -q --durations=15 tests "$@"

@@ -57,7 +57,7 @@ def test_prebuilt_op_loads_without_jit(tmp_path):
     table = run_installed(target, "from deepspeed_ext.env_report import cli_main; cli_main([])", cache)
     assert "cpu_adam ............... [YES] ....... [OKAY]" in table
     # The op sources ship inside the package, so a JIT build works from the install too.
-    assert (target / "deepspeed_ext/ops/csrc/adam/cpu_adam_ops.cpp").exists()
+    assert (target / "deepspeed_ext/ops/csrc/cpu_adam/cpu_adam_ops.cpp").exists()
     assert (target / "deepspeed_ext/ops/csrc/include/simd.h").exists()
 
 

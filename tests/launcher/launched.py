@@ -1,0 +1,55 @@
+"""What the launcher tests start on every rank, as ordinary functions:
+
+    deepspeed --num_gpus 2 --module tests.launcher.launched NAME [ARGS]
+
+runs NAME(*ARGS) on each rank (the launcher's --local_rank argument is dropped)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def probe_environment(folder: str) -> None:
+    keys = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "CROSS_RANK", "CROSS_SIZE", "MASTER_ADDR", "MASTER_PORT",
+            "FROM_ENV_FILE"]
+    record = {k: os.environ.get(k) for k in keys}
+    record["argv"] = sys.argv[1:]
+    with open(os.path.join(folder, f"rank{os.environ['RANK']}.json"), "w") as out:
+        json.dump(record, out)
+
+
+def write_pid_and_sleep(folder: str) -> None:
+    with open(os.path.join(folder, f"pid{os.environ['RANK']}"), "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(120)
+
+
+def rank1_fails(folder: str) -> None:
+    if os.environ["RANK"] == "1":
+        time.sleep(1)
+        sys.exit(3)
+    write_pid_and_sleep(folder)
+
+
+def all_reduce_ranks() -> None:
+    import torch
+    import torch.distributed as dist
+
+    import deepspeed_ext
+
+    deepspeed_ext.init_distributed(verbose=False)
+    total = torch.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(total)
+    print("SUM", total.item(), dist.get_world_size())
+
+
+def print_rank_and_cores() -> None:
+    print("hello from", os.environ["RANK"], sorted(os.sched_getaffinity(0)))
+
+
+if __name__ == "__main__":
+    name, *args = [arg for arg in sys.argv[1:] if not arg.startswith("--local_rank")]
+    globals()[name](*args)
