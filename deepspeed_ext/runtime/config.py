@@ -114,7 +114,7 @@ TOP = Schema({
     "fp16": Key(None, FP16),
     "bf16": Key(None, BF16, aliases=("bfloat16",)),
     "gradient_clipping": Key(0.0, float, minimum=0.0),
-    "steps_per_print": Key(10, int, minimum=1),
+    "steps_per_print": Key(10, int, minimum=1, infinite=True),
     "wall_clock_breakdown": Key(False, bool),
     "memory_breakdown": Key(False, bool),
     "dataloader_drop_last": Key(False, bool),

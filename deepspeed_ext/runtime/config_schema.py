@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Key:
     """One config key. kind: bool, int, float, str, dict (free-form), or a nested Schema.
-    ints accept integral floats (configs write bucket sizes as 5e8)."""
+    ints accept integral floats (configs write bucket sizes as 5e8); with `infinite`, an int
+    key also takes infinity (Accelerate writes steps_per_print as inf for "never")."""
 
     default: Any
     kind: Any
@@ -28,6 +29,7 @@ class Key:
     minimum: float | None = None
     aliases: tuple[str, ...] = ()
     nullable: bool = False
+    infinite: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def _default(key: Key, where: str):
 
 def _check_value(value: Any, key: Key, where: str, ignored: list[str]):
     kind = key.kind
-    if isinstance(value, str) and value == AUTO and kind is not str:
+    # "auto" is the default, except for a free-form string, where it may be the value meant.
+    if isinstance(value, str) and value == AUTO and (kind is not str or key.choices):
         return _default(key, where)
     if isinstance(kind, Schema):
         return _check_section(value, kind, where, ignored)  # null means all defaults
@@ -93,6 +96,8 @@ def _check_value(value: Any, key: Key, where: str, ignored: list[str]):
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif kind is int and key.infinite and value == float("inf"):
+        pass
     elif kind is int:
         integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         if isinstance(value, bool) or not integral:

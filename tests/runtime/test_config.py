@@ -52,6 +52,12 @@ def test_defaults_are_deepspeeds():
     assert config.tensorboard.job_name == "DeepSpeedJobName" and config.optimizer.type is None
 
 
+def test_steps_per_print_may_be_infinite():
+    """Accelerate writes steps_per_print as inf for "never print"."""
+    assert DeepSpeedConfig({"train_batch_size": 8, "steps_per_print": float("inf")}).steps_per_print == float("inf")
+    assert DeepSpeedConfig('{"train_batch_size": 8, "steps_per_print": Infinity}').steps_per_print == float("inf")
+
+
 def test_sections_accept_deepspeed_spellings():
     config = DeepSpeedConfig({
         "train_micro_batch_size_per_gpu": 2,
@@ -78,6 +84,7 @@ def test_sections_accept_deepspeed_spellings():
     ({"gradient_cliping": 1.0}, r"gradient_cliping: unknown key \(did you mean 'gradient_clipping'\?\)"),
     ({"fp16": {"enabled": "yes"}}, "fp16.enabled must be true or false, got 'yes'"),
     ({"steps_per_print": 2.5}, "steps_per_print must be an integer, got 2.5"),
+    ({"steps_per_print": float("-inf")}, "steps_per_print must be an integer, got -inf"),
     ({"zero_optimization": {"stage": 4}}, "zero_optimization.stage must be one of 0, 1, 2, 3, got 4"),
     ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "gpu"}}},
      "zero_optimization.offload_optimizer.device must be one of none, cpu, nvme"),

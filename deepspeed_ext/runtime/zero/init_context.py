@@ -11,7 +11,8 @@ import torch.distributed as dist
 from deepspeed_ext import accelerator, comm
 from deepspeed_ext.ops.zero_gather import flatten, unflatten
 
-from ..config import load_config
+from ..config import BF16, FP16, ZERO, load_config
+from ..config_schema import check_section
 from . import partitioned_params
 from .partitioned_params import ZeroParamStatus, is_partitioned
 
@@ -59,11 +60,12 @@ class Init:
         self.enabled = enabled
         source = config_dict_or_path if config_dict_or_path is not None else config
         raw = load_config(source) if source is not None else {}
-        zero = raw.get("zero_optimization") or {}
-        offload = zero.get("offload_param") or {}
-        self.remote_device = remote_device or offload.get("device", "none")
-        self.pin_memory = pin_memory or offload.get("pin_memory", False)
-        self.persistence_threshold = int(zero.get("stage3_param_persistence_threshold", 100_000))
+        # Through the checked schema, so "auto", aliases and bad values mean what they mean in
+        # deepspeed_ext.initialize (HF Trainer hands the same config to both).
+        zero = check_section(raw.get("zero_optimization"), ZERO, "zero_optimization")
+        self.remote_device = remote_device or zero.offload_param.device
+        self.pin_memory = pin_memory or zero.offload_param.pin_memory
+        self.persistence_threshold = zero.stage3_param_persistence_threshold
         self.dtype = dtype or _config_dtype(raw)
         self.patched: dict[type, object] = {}
         if module is not None and enabled:
@@ -113,10 +115,10 @@ class Init:
 
 
 def _config_dtype(raw: dict) -> torch.dtype:
-    if (raw.get("fp16") or {}).get("enabled"):
+    if check_section(raw.get("fp16"), FP16, "fp16").enabled:
         return torch.float16
-    bf16 = raw.get("bf16") or raw.get("bfloat16") or {}
-    return torch.bfloat16 if bf16.get("enabled") else torch.float32
+    bf16 = check_section(raw.get("bf16", raw.get("bfloat16")), BF16, "bf16")
+    return torch.bfloat16 if bf16.enabled else torch.float32
 
 
 class GatheredParameters:

@@ -153,3 +153,18 @@ def test_init_disabled_and_single_process():
     with deepspeed.zero.GatheredParameters(layer.weight):
         assert layer.weight.shape == (3, 3)
     assert not hasattr(torch.nn.Linear(2, 2).weight, "ds_tensor")  # outside the block, modules build as usual
+
+
+def test_init_reads_its_config_through_the_schema():
+    """HF Trainer hands zero.Init its "auto" template: "auto" is the default, as in initialize."""
+    auto = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": "auto",
+                                  "stage3_prefetch_bucket_size": "auto", "offload_param": {"device": "auto"}},
+            "bf16": {"enabled": "auto"}}
+    with deepspeed.zero.Init(config_dict_or_path=auto):
+        small = torch.nn.Linear(3, 3)
+    assert small.weight.ds_persist and small.weight.ds_tensor.dtype == torch.float32  # threshold 100,000
+    with deepspeed.zero.Init(config_dict_or_path={"bf16": {"enabled": True}}):
+        assert torch.nn.Linear(3, 3).weight.ds_tensor.dtype == torch.bfloat16
+    bad = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": "many"}}
+    with pytest.raises(deepspeed.ConfigError, match="stage3_param_persistence_threshold must be an integer"):
+        deepspeed.zero.Init(config_dict_or_path=bad)
