@@ -34,7 +34,9 @@ def rank1_fails(folder: str) -> None:
     write_pid_and_sleep(folder)
 
 
-def all_reduce_ranks() -> None:
+def all_reduce_ranks(folder: str) -> None:
+    """Writes folder/sum<rank>: the sum of rank + 1 over the ranks, and the world size (a file
+    each, since ranks' printed lines can interleave)."""
     import torch
     import torch.distributed as dist
 
@@ -43,7 +45,8 @@ def all_reduce_ranks() -> None:
     deepspeed_ext.init_distributed(verbose=False)
     total = torch.tensor([float(dist.get_rank() + 1)])
     dist.all_reduce(total)
-    print("SUM", total.item(), dist.get_world_size())
+    with open(os.path.join(folder, f"sum{dist.get_rank()}"), "w") as out:
+        out.write(f"{total.item()} {dist.get_world_size()}")
 
 
 def print_rank_and_cores() -> None:
