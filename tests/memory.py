@@ -19,11 +19,11 @@ def anonymous_bytes() -> int:
 
 class PeakAnonymousMemory:
     """`with PeakAnonymousMemory() as peak: ...` leaves peak.bytes, the largest anonymous RSS
-    seen inside the block, and peak.start, the value when it began. Torch ops release the
+    seen inside the block. Torch ops release the
     GIL, so the sampling thread runs while they do."""
 
     def __enter__(self):
-        self.start = self.bytes = anonymous_bytes()
+        self.bytes = anonymous_bytes()
         self._running = True
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()

@@ -64,7 +64,7 @@ def run_ranks(fn: Callable, world_size: int, *args, timeout: float = 240, extra_
     envs = list(rank_envs) if rank_envs is not None else launch_environments(world_size)
     if len(envs) != world_size:
         raise ValueError(f"rank_envs has {len(envs)} entries for {world_size} ranks")
-    base = _child_environment()
+    base = child_environment()
     with tempfile.TemporaryDirectory(prefix="ranks_") as folder:
         job = _write_job(Path(folder), fn, args, kwargs)
         results = [Path(folder) / f"rank{r}.pkl" for r in range(world_size)]
@@ -100,11 +100,11 @@ def spawn(fn: Callable, folder: Path, *args, **popen_kwargs) -> subprocess.Popen
     """Starts fn(*args) in one new process and returns it at once, for a test that stops it
     part way (its result is dropped); folder holds the job file."""
     job = _write_job(folder, fn, args, {})
-    return subprocess.Popen(_worker_command(job, Path(os.devnull)), cwd=ROOT, env=_child_environment(),
+    return subprocess.Popen(_worker_command(job, Path(os.devnull)), cwd=ROOT, env=child_environment(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen_kwargs)
 
 
-def _child_environment() -> dict:
+def child_environment() -> dict:
     env = clean_environment()
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"  # ranks share the cores
@@ -127,11 +127,12 @@ def _wait(procs: list, timeout: float) -> dict[int, str]:
     """Waits for every process, or until one failed and the grace period passed, or the
     timeout; returns the ranks still running then, each with why it is being stopped."""
     deadline, why = time.monotonic() + timeout, f"still running after the {timeout} s timeout"
+    in_grace = False
     while time.monotonic() < deadline:
         codes = [p.poll() for p in procs]
         if all(code is not None for code in codes):
             return {}
-        if any(code not in (None, 0) for code in codes) and why.startswith("still running after the"):
-            deadline, why = time.monotonic() + FAILED_RANK_GRACE_S, "stopped: another rank failed"
+        if not in_grace and any(code not in (None, 0) for code in codes):
+            in_grace, deadline, why = True, time.monotonic() + FAILED_RANK_GRACE_S, "stopped: another rank failed"
         time.sleep(0.02)
     return {rank: why for rank, p in enumerate(procs) if p.poll() is None}

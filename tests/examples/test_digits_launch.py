@@ -2,14 +2,13 @@
 CPU ranks to >= 95% test accuracy (at stage 0, and under ZeRO-3 with CPU offload),
 checkpoints every epoch, and evaluate.py draws its pictures."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.ranks import LAUNCH_VARS, free_port
+from tests.ranks import clean_environment, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"
@@ -18,7 +17,7 @@ DIGITS = ROOT / "examples" / "digits"
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["ds_config.json", "ds_config_zero3.json"])
 def test_quick_start_trains_and_evaluates(tmp_path, config):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env = clean_environment()
     trained = subprocess.run(
         [sys.executable, "-m", "deepspeed_ext.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
          str(DIGITS / "ds_train.py"), "--epochs", "10", "--output_dir", str(tmp_path), "--deepspeed",

@@ -15,7 +15,7 @@ import torch
 
 import deepspeed_ext
 from deepspeed_ext.launcher import multinode
-from tests.ranks import ROOT, RankFailed, clean_environment, free_port, run_ranks
+from tests.ranks import RankFailed, child_environment, free_port, run_ranks
 from tests.runtime.test_checkpoint import SCHEDULE, dropout_model
 from tests.runtime.test_engine import ADAM, batches, mse
 
@@ -25,16 +25,9 @@ def launched(name: str, *args) -> list[str]:
     return ["--module", "tests.launcher.launched", name, *map(str, args)]
 
 
-def rank_environment() -> dict:
-    """A clean environment in which `python -m tests...` resolves from any working folder."""
-    env = clean_environment()
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def deepspeed(args, cwd, timeout=120):
     return subprocess.run([sys.executable, "-m", "deepspeed_ext.launcher.runner", *args], cwd=cwd,
-                          env=rank_environment(), capture_output=True, text=True, timeout=timeout, check=False)
+                          env=child_environment(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_ranks_get_their_environment_and_the_env_file(tmp_path):
@@ -68,7 +61,7 @@ def test_a_failing_rank_stops_the_others(tmp_path):
 def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
     launcher = subprocess.Popen([sys.executable, "-m", "deepspeed_ext.launcher.runner", "--num_gpus", "2",
                                  "--master_port", str(free_port()), *launched("write_pid_and_sleep", tmp_path)],
-                                cwd=tmp_path, env=rank_environment())
+                                cwd=tmp_path, env=child_environment())
     deadline = time.monotonic() + 60
     while not all((tmp_path / f"pid{r}").exists() for r in range(2)):
         assert time.monotonic() < deadline
@@ -86,7 +79,7 @@ def test_two_nodes_without_ssh_on_loopback(tmp_path):
     port = str(free_port())
     nodes = [subprocess.Popen([sys.executable, "-m", "deepspeed_ext.launcher.runner", "--hostfile", "hostfile",
                                "--no_ssh", "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port",
-                               port, *launched("all_reduce_ranks", tmp_path)], cwd=tmp_path, env=rank_environment(),
+                               port, *launched("all_reduce_ranks", tmp_path)], cwd=tmp_path, env=child_environment(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
     outputs = [node.communicate(timeout=120) for node in nodes]
     for node, (_, err) in zip(nodes, outputs):
@@ -136,7 +129,7 @@ def test_each_rank_log_and_core_binding(tmp_path):
 def test_a_script_started_by_torchrun_works(tmp_path):
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(free_port()), "-m", "tests.launcher.launched", "all_reduce_ranks", str(tmp_path)],
-                          cwd=tmp_path, env=rank_environment(), capture_output=True, text=True, timeout=120, check=False)
+                          cwd=tmp_path, env=child_environment(), capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [(tmp_path / f"sum{r}").read_text() for r in range(2)] == ["3.0 2", "3.0 2"]
 

@@ -26,10 +26,9 @@ NUMEL = LAYERS * (WIDTH * WIDTH + WIDTH)
 FORMULAS = {0: lambda n: 16.0, 1: lambda n: 4 + 12 / n, 2: lambda n: 2 + 14 / n, 3: lambda n: 16 / n}
 
 
-def live_storage_bytes(exclude: tuple = ()) -> int:
+def live_storage_bytes() -> int:
     """Bytes of the distinct storages of every tensor Python holds, and of their gradients."""
     storages = {}
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
     for obj in gc.get_objects():
         if not isinstance(obj, torch.Tensor):
             continue
@@ -37,7 +36,7 @@ def live_storage_bytes(exclude: tuple = ()) -> int:
             if tensor is None or tensor.device.type == "meta":
                 continue
             storage = tensor.untyped_storage()
-            if storage.nbytes() and storage.data_ptr() not in skip:
+            if storage.nbytes():
                 storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
     return sum(storages.values())
 
@@ -54,9 +53,9 @@ def peak_on_rank(stage: int) -> dict:
         for _ in range(2):
             x = torch.randn(2, WIDTH, dtype=torch.bfloat16)
             engine.backward(engine(x).float().pow(2).mean())
-            peak = max(peak, live_storage_bytes(exclude=(x,)))
+            peak = max(peak, live_storage_bytes())
             engine.step()
-            peak = max(peak, live_storage_bytes(exclude=(x,)))
+            peak = max(peak, live_storage_bytes())
     return {"peak": peak}
 
 
