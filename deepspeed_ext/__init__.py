@@ -7,6 +7,7 @@ import argparse
 from . import zero
 from .comm import init_distributed
 from .inference import init_inference
+from .runtime import activation_checkpointing as checkpointing
 from .runtime.config_schema import ConfigError
 from .version import __version__
 
@@ -46,5 +47,5 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-__all__ = ["ConfigError", "__version__", "add_config_arguments", "init_distributed", "init_inference", "initialize",
-           "zero"]
+__all__ = ["ConfigError", "__version__", "add_config_arguments", "checkpointing", "init_distributed", "init_inference",
+           "initialize", "zero"]

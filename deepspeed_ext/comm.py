@@ -11,7 +11,31 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from . import accelerator
+# DeepSpeed's comm API names the torch.distributed calls it wraps; these are torch's own.
+from torch.distributed import (
+    ReduceOp,
+    all_gather,
+    all_gather_into_tensor,
+    all_reduce,
+    all_to_all_single,
+    barrier,
+    broadcast,
+    destroy_process_group,
+    get_backend,
+    get_global_rank,
+    is_available,
+    is_initialized,
+    new_group,
+    recv,
+    send,
+)
+
+from .accelerator import get_accelerator
+
+__all__ = ["ReduceOp", "all_gather", "all_gather_in_place", "all_gather_into_tensor", "all_reduce", "all_to_all",
+           "all_to_all_single", "barrier", "broadcast", "comms_log", "destroy_process_group", "get_backend",
+           "get_global_rank", "get_local_rank", "get_rank", "get_world_size", "init_distributed", "is_available",
+           "is_initialized", "new_group", "recv", "reduce_scatter", "send"]
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 # (rank, world size, local rank) as Open MPI, MPICH / Intel MPI and Slurm's srun name them
@@ -67,7 +91,7 @@ def init_distributed(dist_backend: str | None = None, auto_mpi_discovery: bool =
     if dist_init_required is False:
         raise RuntimeError("dist_init_required=False, but torch.distributed is not initialized: "
                            "call torch.distributed.init_process_group first, or leave dist_init_required unset")
-    backend = dist_backend or accelerator.communication_backend()
+    backend = dist_backend or get_accelerator().communication_backend_name()
     if rank < 0 and not all(name in os.environ for name in LAUNCHER_ENV):
         found = discover_mpi_env(distributed_port) if auto_mpi_discovery else None
         if found:

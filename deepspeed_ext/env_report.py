@@ -4,6 +4,8 @@ they build against. Same sections and rows as DeepSpeed's report, plus --json an
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -52,6 +54,21 @@ def shm_size_gb() -> float | None:
     return stats.f_frsize * stats.f_blocks / 1024**3
 
 
+def deepspeed_module() -> str:
+    """Which `deepspeed` an `import deepspeed` finds (without importing it): deepspeed_ext's
+    compat package, another distribution (Microsoft's DeepSpeed), or none."""
+    spec = importlib.util.find_spec("deepspeed")
+    if spec is None:
+        return "not installed (pip install --no-build-isolation ./compat/deepspeed for Transformers / Accelerate)"
+    try:
+        version = importlib.metadata.version("deepspeed")
+    except importlib.metadata.PackageNotFoundError:
+        return f"a 'deepspeed' folder with no installed distribution at {spec.origin}"
+    if "+dsext" in version:
+        return f"{version}: deepspeed_ext's compat package"
+    return f"{version} at {spec.origin}: not deepspeed_ext (Microsoft's DeepSpeed?)"
+
+
 def collect() -> dict[str, Any]:
     """Everything the report prints, as plain data (what --json emits)."""
     ops = {}
@@ -81,6 +98,7 @@ def collect() -> dict[str, Any]:
             "torch version": torch.__version__,
             "deepspeed_ext install path": os.path.dirname(deepspeed_ext.__file__),
             "deepspeed_ext info": deepspeed_ext.__version__,
+            "import deepspeed": deepspeed_module(),
             "torch cuda version": torch.version.cuda,
             "torch hip version": getattr(torch.version, "hip", None),
             "nvcc version": nvcc_version(),

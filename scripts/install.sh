@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything deepspeed_ext needs on a Debian/Ubuntu machine that has only Python:
 # a C++ compiler, libaio-dev and fio, PyTorch (CPU build 2.13.0 unless TORCH_SPEC names
-# another), and this package in editable mode with its test extras. Safe to run again; it skips what is there.
+# another), this package in editable mode with its test extras, and the `deepspeed` compat
+# package. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -26,3 +27,6 @@ fi
 # unpinned requirement would pull a multi-GB CUDA build.
 "$PYTHON" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 "$PYTHON" -m pip install -q --no-build-isolation -e ".[test]"
+# The opt-in `deepspeed` compat package (DeepSpeed's module paths over deepspeed_ext), which the
+# Hugging Face tests need. It replaces a Microsoft DeepSpeed installed here (both are `deepspeed`).
+"$PYTHON" -m pip install -q --no-build-isolation -e ./compat/deepspeed

@@ -20,8 +20,20 @@ def test_report_lists_ops_and_environment(capsys):
     assert "op name ................ installed .. compatible" in out
     assert "cpu_adam ............... [NO] ....... [OKAY]" in out
     for label in ("torch install path", "torch version", "deepspeed_ext install path", "nvcc version",
-                  "shared memory (/dev/shm) size", "cpu simd level"):
+                  "shared memory (/dev/shm) size", "cpu simd level", "import deepspeed"):
         assert label in out
+
+
+def test_report_says_which_deepspeed_imports(monkeypatch):
+    from deepspeed_ext import env_report
+    from deepspeed_ext.version import COMPAT_VERSION
+
+    assert env_report.deepspeed_module() == f"{COMPAT_VERSION}: deepspeed_ext's compat package"
+    monkeypatch.setattr(env_report.importlib.metadata, "version", lambda name: "0.19.8")
+    assert env_report.deepspeed_module().startswith("0.19.8 at ") and "not deepspeed_ext" in \
+        env_report.deepspeed_module()
+    monkeypatch.setattr(env_report.importlib.util, "find_spec", lambda name: None)
+    assert env_report.deepspeed_module().startswith("not installed")
 
 
 def test_hide_operator_status(capsys):

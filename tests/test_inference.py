@@ -97,5 +97,5 @@ def test_casts_and_errors():
         deepspeed.init_inference(torch.nn.Linear(4, 4), replace_with_kernel_inject=True)
     with pytest.raises(ConfigError, match="dtype must be one of"):
         deepspeed.init_inference(torch.nn.Linear(4, 4), dtype=torch.int32)
-    with pytest.raises(ConfigError, match="quant.bits must be 8 or 4"):
+    with pytest.raises(ConfigError, match="init_inference.quant.bits must be one of 8, 4"):
         deepspeed.init_inference(torch.nn.Linear(4, 4), dtype=torch.int8, quant={"bits": 2})

@@ -11,12 +11,10 @@ float32; a Linear whose weight is tied to another module, like GPT-2's lm_head, 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-from deepspeed_ext.runtime.config_schema import ConfigError
+from deepspeed_ext.runtime.config import load_config
+from deepspeed_ext.runtime.config_schema import ConfigError, Key, Schema, check_section
 
 from .quantized_linear import QuantizedLinear
 
@@ -40,26 +38,27 @@ def model_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
+QUANT = Schema({"bits": Key(8, int, choices=(8, 4)), "group_size": Key(128, int, minimum=1)})
+INFERENCE = Schema({"dtype": Key("float32", str, choices=tuple(DTYPES)), "quant": Key(None, QUANT)})
+
+
 def init_inference(model: torch.nn.Module, config=None, **kwargs) -> InferenceEngine:
     """`config` (dict or JSON path) and keyword arguments are merged (keywords win):
-    dtype, quant {bits, group_size}. DeepSpeed's kernel-injection and tensor-parallel keys
-    are not supported and raise."""
-    options = dict(json.loads(Path(config).read_text()) if isinstance(config, (str, Path)) else (config or {}))
+    dtype, quant {bits, group_size}, checked like the training config. DeepSpeed's
+    kernel-injection and tensor-parallel keys are not supported and raise."""
+    options = dict(load_config(config) if config is not None else {})
     options.update(kwargs)
-    unsupported = sorted(k for k in options if k not in ("dtype", "quant"))
+    unsupported = sorted(k for k in options if k not in INFERENCE.keys)
     if unsupported:
         raise ConfigError(f"init_inference: {', '.join(unsupported)} not supported; deepspeed_ext takes dtype and quant")
-    dtype = options.get("dtype", torch.float32)
-    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    if dtype not in DTYPES.values():
-        raise ConfigError(f"init_inference: dtype must be one of float32, float16, bfloat16, int8, got {dtype!r}")
-    quant = options.get("quant") or {}
+    if isinstance(options.get("dtype"), torch.dtype):  # the Python API passes torch dtypes
+        options["dtype"] = next((name for name, d in DTYPES.items() if d == options["dtype"]), str(options["dtype"]))
+    checked = check_section(options, INFERENCE, "init_inference")
+    dtype, quant = DTYPES[checked.dtype], checked.quant
     model.eval()
     if dtype != torch.int8:
         return InferenceEngine(model.to(dtype))
-    bits, group_size = int(quant.get("bits", 8)), int(quant.get("group_size", 128))
-    if bits not in (4, 8):
-        raise ConfigError(f"init_inference: quant.bits must be 8 or 4, got {bits}")
+    bits, group_size = quant.bits, quant.group_size
     model.float()
     uses: dict[int, int] = {}
     for _, param in model.named_parameters(remove_duplicate=False):

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 GRACE_SECONDS = 5.0
+# a node's ranks see its slots and only those (get_accelerator().visible_devices_envs(), without importing torch)
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
 def encode_world_info(resources: dict[str, list[int]]) -> str:
@@ -39,6 +41,7 @@ def rank_environment(resources: dict[str, list[int]], node_rank: int, master_add
         "RANK": str(first_rank + local), "LOCAL_RANK": str(local), "WORLD_SIZE": str(world),
         "LOCAL_SIZE": str(len(local_slots)), "CROSS_RANK": str(node_rank), "CROSS_SIZE": str(len(hosts)),
         "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
+        VISIBLE_DEVICES: ",".join(str(slot) for slot in local_slots),
     } for local in range(len(local_slots))]
 
 

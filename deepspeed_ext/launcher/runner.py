@@ -22,7 +22,7 @@ from . import launch, multinode
 from .hostfile import parse_hostfile, select_resources
 
 DEFAULT_HOSTFILE = "/job/hostfile"
-ENV_FILE = ".deepspeed_env"
+DEEPSPEED_ENVIRONMENT_NAME = ".deepspeed_env"  # DeepSpeed's name: Accelerate imports it
 LAUNCHERS = ("pdsh", "openmpi", "mpich", "slurm")
 
 
@@ -51,10 +51,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(args: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(args)
+
+
 def env_file_variables() -> dict[str, str]:
     """KEY=VAL lines of ~/.deepspeed_env then ./.deepspeed_env (the name can be changed
     with DS_ENV_FILE); the later file wins."""
-    name = os.environ.get("DS_ENV_FILE", ENV_FILE)
+    name = os.environ.get("DS_ENV_FILE", DEEPSPEED_ENVIRONMENT_NAME)
     variables = {}
     for folder in (Path.home(), Path.cwd()):
         path = folder / name
@@ -82,12 +86,21 @@ def local_slots(num_gpus: int) -> int:
 
 
 def resolve_resources(args) -> dict[str, list[int]]:
+    """host -> the slot (GPU) ids that run ranks there; each node's ranks see exactly their
+    slots as CUDA_VISIBLE_DEVICES (launch.py). A one-node run with none of --include /
+    --exclude / --num_gpus / --num_nodes takes its GPUs from CUDA_VISIBLE_DEVICES, as DeepSpeed's."""
     hosts = parse_hostfile(args.hostfile)
     if hosts is None:
         if args.hostfile != DEFAULT_HOSTFILE:
             raise ValueError(f"hostfile {args.hostfile} not found")
         if args.num_nodes > 1:
             raise ValueError(f"--num_nodes {args.num_nodes} needs a hostfile (default {DEFAULT_HOSTFILE})")
+        visible = os.environ.get(launch.VISIBLE_DEVICES, "").strip()
+        if visible and not (args.include or args.exclude or args.num_gpus > 0 or args.num_nodes > 0):
+            try:
+                return {"localhost": [int(d) for d in visible.split(",")]}
+            except ValueError:
+                raise ValueError(f"{launch.VISIBLE_DEVICES}={visible!r} is not a list of GPU ids") from None
         hosts = {"localhost": local_slots(args.num_gpus)}
     return select_resources(hosts, args.include, args.exclude, args.num_nodes, args.num_gpus)
 
@@ -103,7 +116,7 @@ def launch_args(args, resources: dict[str, list[int]], node_rank: int) -> list[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         resources = resolve_resources(args)
         extra_env = env_file_variables()

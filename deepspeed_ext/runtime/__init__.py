@@ -1,1 +1,2 @@
-"""The training runtime: learning-rate schedules now; the engine, config and ZeRO follow."""
+"""The training runtime: the engine and the parts it conducts (config, precision, optimizers,
+gradients, LR schedules, checkpoints, ZeRO)."""

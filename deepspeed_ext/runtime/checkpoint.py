@@ -53,12 +53,16 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: int, save_latest: bool) -> Path:
-    """Write one checkpoint: this rank's files (name -> object) and its RNG states."""
+def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: int, save_latest: bool,
+         leader: bool | None = None) -> Path:
+    """Write one checkpoint: this rank's files (name -> object) and its RNG states. The leader
+    (rank 0 unless said otherwise: one per node with node-local storage) stages the folder,
+    renames it into place and writes `latest`."""
     root = Path(save_dir)
     final = root / tag
     staging = root / f".{tag}.staging"
-    if rank == 0:
+    leader = rank == 0 if leader is None else leader
+    if leader:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)  # left by an earlier crash
         staging.mkdir()
@@ -67,7 +71,7 @@ def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: 
     for name, obj in files.items():
         torch.save(obj, staging / name)
     _barrier()
-    if rank == 0:
+    if leader:
         retired = root / f".{tag}.retired"
         if final.exists():  # overwriting a tag: keep the old one reachable until the new one is in place
             shutil.rmtree(retired, ignore_errors=True)

@@ -103,6 +103,23 @@ AIO = Schema({
     "overlap_events": Key(True, bool),
 }, unused=frozenset({"use_gds"}))
 
+ACTIVATION_CHECKPOINTING = Schema({  # what runtime/activation_checkpointing.py refuses, it says there
+    "partition_activations": Key(False, bool),
+    "contiguous_memory_optimization": Key(False, bool),
+    "cpu_checkpointing": Key(False, bool),
+    "number_checkpoints": Key(None, int, minimum=1),
+    "synchronize_checkpoint_boundary": Key(False, bool),
+    "profile": Key(False, bool),
+})
+
+# NVIDIA Apex AMP: HF's templates carry the section ("enabled": "auto" follows --fp16_backend apex)
+AMP = Schema({"enabled": Key(False, bool), "opt_level": Key("O1", str)})
+
+CHECKPOINT = Schema({
+    # every node's local rank 0 writes the files global rank 0 writes, for nodes without a shared filesystem
+    "use_node_local_storage": Key(False, bool),
+}, unused=frozenset({"tag_validation", "load_universal", "parallel_write", "writer"}))
+
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
 TOP = Schema({
@@ -127,10 +144,13 @@ TOP = Schema({
     "csv_monitor": Key(None, MONITOR),
     "tensorboard": Key(None, MONITOR),
     "sparse_attention": Key({}, dict),
+    "amp": Key(None, AMP),
+    "activation_checkpointing": Key(None, ACTIVATION_CHECKPOINTING),
+    "checkpoint": Key(None, CHECKPOINT),
 }, unused=frozenset({
-    "activation_checkpointing", "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity",
-    "pipeline", "checkpoint", "data_efficiency", "curriculum_learning", "compression_training", "nebula",
-    "amp", "communication_data_type", "seq_parallel_communication_data_type", "sparse_gradients",
+    "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity",
+    "pipeline", "data_efficiency", "curriculum_learning", "compression_training", "nebula",
+    "communication_data_type", "seq_parallel_communication_data_type", "sparse_gradients",
     "progressive_layer_drop", "eigenvalue", "quantize_training", "data_types", "timers", "graph_harvesting",
     "dump_state", "disable_allgather", "fp32_reduce_scatter", "zero_force_ds_cpu_optimizer_warning", "gradient_accumulation_dtype",
     "torch_autocast", "compile", "weight_quantization", "hybrid_engine", "use_data_before_expert_parallelism",
@@ -211,7 +231,13 @@ class DeepSpeedConfig(SimpleNamespace):
     def _check_combinations(self) -> None:
         if self.fp16.enabled and self.bf16.enabled:
             raise ConfigError("fp16.enabled and bf16.enabled are both true; choose one")
+        if self.amp.enabled:
+            raise ConfigError("amp.enabled: NVIDIA Apex AMP is not supported by deepspeed_ext; use fp16 or bf16 "
+                              "(with Hugging Face's Trainer: --fp16 / --bf16 rather than --fp16_backend apex)")
         zero = self.zero_optimization
+        if self.checkpoint.use_node_local_storage and zero.stage == 3:
+            raise ConfigError("checkpoint.use_node_local_storage is not supported at ZeRO stage 3: loading a stage-3 "
+                              "checkpoint reads other ranks' shard files, which node-local disks do not hold")
         if zero.overlap_comm is None:
             zero.overlap_comm = zero.stage == 3
         if zero.offload_param.device != "none" and zero.stage != 3:

@@ -20,42 +20,54 @@ from pathlib import Path
 
 import torch
 
-from .. import accelerator, comm
-from ..utils import zero_to_fp32
+from .. import comm
+from ..accelerator import get_accelerator
+from ..utils import tensor_fragment, zero_to_fp32
 from ..version import __version__
-from . import checkpoint
+from . import activation_checkpointing, checkpoint
 from .config import DeepSpeedConfig
 from .config_schema import ConfigError
+from .engine_contract import EngineContract, mark_overflow, no_optimizer_error
 from .gradients import OVERLAP_BUCKET_LIMIT, OverlappedAllReduce
 from .lr_schedules import build_schedule
 from .monitor import monitors_from
 from .optimizers import build_optimizer
 from .precision import LossScaler, MasterWeights, has_overflow
 from .zero import checkpointing as zero_checkpoint
-from .zero.build import build_zero
-from .zero.init_context import GatheredParameters
+from .zero.build import build_zero, partition_for_stage3
 
 
-class DeepSpeedEngine(torch.nn.Module):
+class DeepSpeedEngine(EngineContract, torch.nn.Module):
     """What deepspeed_ext.initialize returns first. Attributes it does not have fall through
-    to the wrapped module."""
+    to the wrapped module. `engine.config` is the config dict, as in DeepSpeed (HF's Trainer
+    reads it); `engine._config` the checked config object."""
 
     def __init__(self, model: torch.nn.Module, config, optimizer=None, model_parameters=None, training_data=None,
                  lr_scheduler=None, collate_fn=None, dist_init_required=None) -> None:
         super().__init__()
         comm.init_distributed(dist_init_required=dist_init_required, verbose=False)
         self.world_size, self.global_rank, self.local_rank = comm.get_world_size(), comm.get_rank(), comm.get_local_rank()
-        self.device = accelerator.current_device()
-        self.config = DeepSpeedConfig(config, world_size=self.world_size)
+        self.device = get_accelerator().local_device()
+        self._config = DeepSpeedConfig(config, world_size=self.world_size)
+        self.config = self._config.raw
+        self._boundary_override: bool | None = None  # set_gradient_accumulation_boundary
+        self._inside_no_sync = self._destroyed = False
         self.module = model.to(self.device, dtype=self._model_dtype())
         groups = _param_groups(model_parameters if model_parameters is not None else self.module.parameters())
         self.zero, self.coordinator, self.masters, self.reducer = None, None, None, None
-        if self.zero_optimization_stage() > 0:
+        self._trainable = []
+        if optimizer is None and self._config.optimizer.type is None:
+            self._setup_evaluation()
+        elif self.zero_optimization_stage() > 0:
             self._setup_zero(optimizer, groups)
         else:
             self._setup_replicated(optimizer, groups)
+        if self._config.raw.get("activation_checkpointing") is not None:
+            activation_checkpointing.configure(None, deepspeed_config=self._config)
+        mark_overflow(self.optimizer, False)
+        tensor_fragment.link_params(self)
         self.lr_scheduler = self._make_scheduler(lr_scheduler)
-        fp16 = self.config.fp16
+        fp16 = self._config.fp16
         self.loss_scaler = LossScaler(fp16.loss_scale, fp16.initial_scale_power, fp16.loss_scale_window,
                                       fp16.hysteresis, fp16.consecutive_hysteresis, fp16.min_loss_scale) \
             if fp16.enabled else None
@@ -67,10 +79,17 @@ class DeepSpeedEngine(torch.nn.Module):
         # Summed on the device and read only when printed or logged: no sync per micro-step.
         self._print_loss = _LossMean()  # micro-batch losses since the last progress line
         self._step_loss = _LossMean()  # ... since the last optimizer step
-        self.monitors = monitors_from(self.config, self.global_rank)
+        self.monitors = monitors_from(self._config, self.global_rank)
         self.timers = {"forward": 0.0, "backward": 0.0, "step": 0.0}
 
     # ---- construction -------------------------------------------------------------
+    def _setup_evaluation(self) -> None:
+        """No optimizer anywhere (HF's evaluate / predict): forward only; at stage 3 the
+        params are still partitioned and gathered module by module."""
+        self.optimizer = self.basic_optimizer = None
+        if self.zero_optimization_stage() == 3:
+            self.coordinator = partition_for_stage3(self.module, self._config, self._model_dtype())
+
     def _setup_replicated(self, optimizer, groups) -> None:
         """Stage 0: every rank holds everything; gradients are all-reduced as backward runs."""
         trainable = list({id(p): p for group in groups for p in group["params"]}.values())
@@ -78,11 +97,11 @@ class DeepSpeedEngine(torch.nn.Module):
         if self.masters is not None:  # the optimizer steps the fp32 masters
             groups = [{**g, "params": self.masters.of(g["params"])} for g in groups]
         self.optimizer = self.basic_optimizer = self._make_optimizer(optimizer, groups, self.device)
-        zero = self.config.zero_optimization
+        zero = self._config.zero_optimization
         if self.world_size > 1:
             self.reducer = OverlappedAllReduce(trainable, self.world_size,
                                                min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
-                                               self.config.prescale_gradients, self.config.gradient_predivide_factor)
+                                               self._config.prescale_gradients, self._config.gradient_predivide_factor)
         self._trainable = trainable
 
     def _setup_zero(self, optimizer, groups) -> None:
@@ -100,19 +119,19 @@ class DeepSpeedEngine(torch.nn.Module):
         else:
             def make(shard_groups, device):
                 return self._make_optimizer(optimizer, shard_groups, device)
-        setup = build_zero(self.module, groups, make, self.config, self.device, self.world_size, self.global_rank,
+        setup = build_zero(self.module, groups, make, self._config, self.device, self.world_size, self.global_rank,
                            self._model_dtype())
         self.zero, self.coordinator = setup.optimizer, setup.coordinator
         self.optimizer, self.basic_optimizer = self.zero, self.zero.optimizer
         self._trainable = [p for g in self.zero.groups for p in g.params]
 
     def _model_dtype(self) -> torch.dtype:
-        if self.config.fp16.enabled:
+        if self._config.fp16.enabled:
             return torch.float16
-        return torch.bfloat16 if self.config.bf16.enabled else torch.float32
+        return torch.bfloat16 if self._config.bf16.enabled else torch.float32
 
     def _make_optimizer(self, optimizer, params, device: torch.device):
-        section = self.config.optimizer
+        section = self._config.optimizer
         if optimizer is not None and section.type is not None:
             raise ConfigError("an optimizer was passed to initialize() and the config has an 'optimizer' section; "
                               "give one of them")
@@ -128,10 +147,15 @@ class DeepSpeedEngine(torch.nn.Module):
         return build_optimizer(section.type, params, section.params, device)
 
     def _make_scheduler(self, lr_scheduler):
-        section = self.config.scheduler
+        section = self._config.scheduler
         if lr_scheduler is not None and section.type is not None:
             raise ConfigError("an lr_scheduler was passed to initialize() and the config has a 'scheduler' section; "
                               "give one of them")
+        if self.basic_optimizer is None:  # an evaluation engine: a 'scheduler' section has nothing to schedule
+            if lr_scheduler is not None:  # (HF's evaluate leaves it in the config; DeepSpeed skips it too)
+                raise ConfigError("lr_scheduler was passed to initialize() without an optimizer to schedule: pass "
+                                  "an optimizer too, or add an 'optimizer' section")
+            return None
         if callable(lr_scheduler):  # a class or factory; a scheduler object is not callable
             return lr_scheduler(self.basic_optimizer)
         if lr_scheduler is not None or section.type is None:
@@ -142,13 +166,13 @@ class DeepSpeedEngine(torch.nn.Module):
         """A loader of micro-batches, each rank reading its own shard of the dataset."""
         sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=self.world_size, rank=self.global_rank) \
             if self.world_size > 1 else torch.utils.data.RandomSampler(dataset)
-        return torch.utils.data.DataLoader(dataset, batch_size=self.config.train_micro_batch_size_per_gpu,
+        return torch.utils.data.DataLoader(dataset, batch_size=self._config.train_micro_batch_size_per_gpu,
                                            sampler=sampler, collate_fn=collate_fn,
-                                           drop_last=self.config.dataloader_drop_last)
+                                           drop_last=self._config.dataloader_drop_last)
 
     # ---- the step -----------------------------------------------------------------
     def forward(self, *inputs, **kwargs):
-        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.config.fp16.auto_cast \
+        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self._config.fp16.auto_cast \
             else contextlib.nullcontext()
         if self.coordinator is not None:
             self.coordinator.begin_micro_step()
@@ -158,25 +182,27 @@ class DeepSpeedEngine(torch.nn.Module):
     @contextlib.contextmanager
     def _timed(self, phase: str):
         """Adds the phase's wall time to self.timers when wall_clock_breakdown is on."""
-        if not self.config.wall_clock_breakdown:
+        if not self._config.wall_clock_breakdown:
             yield
             return
-        accelerator.synchronize()
+        get_accelerator().synchronize()
         started = time.perf_counter()
         yield
-        accelerator.synchronize()
+        get_accelerator().synchronize()
         self.timers[phase] += time.perf_counter() - started
 
-    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
-        """Backpropagate the loss of one micro-batch (scaled for fp16, divided by the
-        accumulation steps so the accumulated gradient is the batch mean)."""
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True) -> torch.Tensor:
+        """Backpropagate the loss of one micro-batch (scaled for fp16, and divided by the
+        accumulation steps unless scale_wrt_gas=False, so the accumulated gradient is the
+        batch mean)."""
+        self._check_trainable()
         self._print_loss.add(loss)
         self._step_loss.add(loss)
-        scaled = loss.float() / self.gradient_accumulation_steps()
+        scaled = loss.float() / self.gradient_accumulation_steps() if scale_wrt_gas else loss.float()
         if self.loss_scaler is not None:
             scaled = scaled * self.loss_scaler.scale
         reducer = self.zero.reducer if self.zero is not None else self.reducer
-        if reducer is not None and self.is_gradient_accumulation_boundary():
+        if reducer is not None and self.is_gradient_accumulation_boundary() and not self._inside_no_sync:
             reducer.arm()
         with self._timed("backward"):
             scaled.backward(retain_graph=retain_graph)
@@ -187,10 +213,21 @@ class DeepSpeedEngine(torch.nn.Module):
         return loss
 
     def is_gradient_accumulation_boundary(self) -> bool:
+        if self._boundary_override is not None:
+            return self._boundary_override
         return (self.micro_steps + 1) % self.gradient_accumulation_steps() == 0
+
+    def _check_trainable(self) -> None:
+        if self._destroyed:
+            raise RuntimeError("this engine was destroyed (engine.destroy()): build a new one to train")
+        if self.optimizer is None:
+            raise no_optimizer_error()
 
     def step(self) -> None:
         """Count the micro-batch; at the accumulation boundary, update the model."""
+        self._check_trainable()
+        if self._inside_no_sync:
+            raise RuntimeError("engine.step() inside no_sync(): leave the block first, so gradients are reduced")
         if self.is_gradient_accumulation_boundary():
             with self._timed("step"):
                 self._take_optimizer_step()
@@ -203,19 +240,20 @@ class DeepSpeedEngine(torch.nn.Module):
         if self.loss_scaler is not None:
             self.loss_scaler.update(not applied)
         self._step_applied = applied
+        mark_overflow(self.optimizer, not applied)
         if not applied:
             self.skipped_steps += 1
         elif self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.global_steps += 1
         self._write_monitors()
-        if self.global_steps % self.config.steps_per_print == 0:
+        if self.global_steps % self._config.steps_per_print == 0:
             self._print_progress()
 
     def _update_zero(self, inverse_scale: float) -> bool:
-        applied, norm = self.zero.step(inverse_scale, self.config.gradient_clipping, self.loss_scaler is not None)
+        applied, norm = self.zero.step(inverse_scale, self._config.gradient_clipping, self.loss_scaler is not None)
         if applied:
-            self._grad_norm = norm if self.config.gradient_clipping > 0 else None
+            self._grad_norm = norm if self._config.gradient_clipping > 0 else None
         return applied
 
     def _update_replicated(self, inverse_scale: float) -> bool:
@@ -252,21 +290,21 @@ class DeepSpeedEngine(torch.nn.Module):
         """Clip to gradient_clipping and return the global norm before clipping; without
         clipping the norm is not computed (a full pass over the gradients), as in DeepSpeed."""
         with_grads = [p for p in params if p.grad is not None]
-        if self.config.gradient_clipping <= 0 or not with_grads:
+        if self._config.gradient_clipping <= 0 or not with_grads:
             return None
-        return float(torch.nn.utils.clip_grad_norm_(with_grads, self.config.gradient_clipping))
+        return float(torch.nn.utils.clip_grad_norm_(with_grads, self._config.gradient_clipping))
 
     def _print_progress(self) -> None:
         now = time.perf_counter()
-        samples = self.config.train_batch_size * self.config.steps_per_print
+        samples = self._config.train_batch_size * self._config.steps_per_print
         loss = float(self._print_loss.take())
         if self.global_rank == 0:
             scale = f", loss scale {self.loss_scaler.scale:g}" if self.loss_scaler else ""
             print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
                   f"{samples / (now - self._last_print):.1f} samples/s, skipped {self.skipped_steps}")
-            if self.config.wall_clock_breakdown:
+            if self._config.wall_clock_breakdown:
                 print("[deepspeed_ext] time (ms) | " + " | ".join(
-                    f"{phase}: {seconds * 1e3 / self.config.steps_per_print:.2f}" for phase, seconds in self.timers.items()))
+                    f"{phase}: {seconds * 1e3 / self._config.steps_per_print:.2f}" for phase, seconds in self.timers.items()))
         self.timers = dict.fromkeys(self.timers, 0.0)
         self._last_print = now
 
@@ -293,25 +331,32 @@ class DeepSpeedEngine(torch.nn.Module):
             "loss_scaler": self.loss_scaler.state_dict() if self.loss_scaler else None,
             "global_steps": self.global_steps, "global_samples": self.global_samples,
             "micro_steps": self.micro_steps, "skipped_steps": self.skipped_steps,
-            "ds_config": self.config.raw, "ds_version": __version__,
+            "ds_config": self._config.raw, "ds_version": __version__,
             **client_state,
         }
         tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
         if zero is None:
-            files = {checkpoint.MODEL_STATES: states} if self.global_rank == 0 else {}
-            checkpoint.save(save_dir, tag, files, self.global_rank, save_latest)
+            files = {checkpoint.MODEL_STATES: states} if self._writes_shared_files() else {}
+            checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, self._writes_shared_files())
         else:
             states.update(zero_checkpoint.model_metadata(self.module, zero, self.global_rank))
             with zero.resident():  # NVMe offload: masters and states back from their files until written
                 files = {zero_checkpoint.optim_file(self.global_rank, self.bfloat16_enabled()): {
-                    "optimizer_state_dict": zero_checkpoint.optimizer_state(zero), "ds_config": self.config.raw,
+                    "optimizer_state_dict": zero_checkpoint.optimizer_state(zero), "ds_config": self._config.raw,
                     "ds_version": __version__}}
-                if zero.stage == 3 or self.global_rank == 0:
+                if zero.stage == 3 or self._writes_shared_files():
                     files[zero_checkpoint.model_file(self.global_rank, zero.stage)] = states
-                checkpoint.save(save_dir, tag, files, self.global_rank, save_latest)
-        if zero is not None and self.global_rank == 0:  # as DeepSpeed: the converter beside the checkpoints
+                checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, self._writes_shared_files())
+        if zero is not None and self._writes_shared_files():  # as DeepSpeed: the converter beside the checkpoints
             shutil.copyfile(zero_to_fp32.__file__, Path(save_dir) / "zero_to_fp32.py")
         return True
+
+    def _writes_shared_files(self) -> bool:
+        """Global rank 0 writes the files all ranks share (and `latest`); with
+        checkpoint.use_node_local_storage, every node's local rank 0 does, on its own disk."""
+        if self._config.checkpoint.use_node_local_storage:
+            return self.local_rank == 0
+        return self.global_rank == 0
 
     def load_checkpoint(self, load_dir: str | os.PathLike, tag=None, load_module_strict: bool = True,
                         load_optimizer_states: bool = True, load_lr_scheduler_states: bool = True,
@@ -359,7 +404,7 @@ class DeepSpeedEngine(torch.nn.Module):
         ZeRO-3 the weights are gathered first, which needs
         stage3_gather_16bit_weights_on_model_save (else nothing is saved and False returned)."""
         if self.zero is not None and self.zero.stage == 3:
-            if not self.config.zero_optimization.stage3_gather_16bit_weights_on_model_save:
+            if not self._config.zero_optimization.stage3_gather_16bit_weights_on_model_save:
                 warnings.warn("save_16bit_model did not save: under ZeRO-3 it needs zero_optimization."
                               "stage3_gather_16bit_weights_on_model_save: true", stacklevel=2)
                 return False
@@ -370,20 +415,6 @@ class DeepSpeedEngine(torch.nn.Module):
             os.makedirs(save_dir, exist_ok=True)
             checkpoint.atomic_torch_save(state_dict, Path(save_dir) / save_filename)
         return True
-
-    def _gathered_state_dict(self) -> dict | None:
-        """ZeRO-3: the whole state dict on rank 0 (None elsewhere), one module's params at a time."""
-        state_dict = {} if self.global_rank == 0 else None
-        for prefix, module in self.module.named_modules():
-            own = dict(module.named_parameters(recurse=False))
-            with GatheredParameters(list(own.values())):
-                if state_dict is not None:
-                    state_dict.update((f"{prefix}.{name}" if prefix else name, p.detach().clone())
-                                      for name, p in own.items())
-        if state_dict is not None:
-            state_dict.update((name, b) for name, b in self.module.named_buffers())
-            return {name: state_dict[name] for name in self.module.state_dict(keep_vars=True)}
-        return None
 
     def memory_breakdown(self) -> dict[str, int]:
         """Bytes of model states this rank holds in memory right now: params (whole, or shards
@@ -409,25 +440,25 @@ class DeepSpeedEngine(torch.nn.Module):
 
     # ---- what DeepSpeed users query -------------------------------------------------
     def train_batch_size(self) -> int:
-        return self.config.train_batch_size
+        return self._config.train_batch_size
 
     def train_micro_batch_size_per_gpu(self) -> int:
-        return self.config.train_micro_batch_size_per_gpu
+        return self._config.train_micro_batch_size_per_gpu
 
     def gradient_accumulation_steps(self) -> int:
-        return self.config.gradient_accumulation_steps
+        return self._config.gradient_accumulation_steps
 
     def zero_optimization_stage(self) -> int:
-        return self.config.zero_optimization.stage
+        return self._config.zero_optimization.stage
 
     def fp16_enabled(self) -> bool:
-        return self.config.fp16.enabled
+        return self._config.fp16.enabled
 
     def bfloat16_enabled(self) -> bool:
-        return self.config.bf16.enabled
+        return self._config.bf16.enabled
 
     def get_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
+        return [group["lr"] for group in self.optimizer.param_groups] if self.optimizer is not None else []
 
     def get_global_grad_norm(self) -> float | None:
         """The gradient norm of the last step (None unless gradient_clipping is set)."""

@@ -42,8 +42,7 @@ class OverlappedAllReduce:
         self.reduced: set[int] = set()
         # A bucket never holds more than every gradient: a small model keeps a small buffer.
         self.buffers = BufferPool(min(bucket_size, sum(p.numel() for p in self.params)))
-        for param in self.params:
-            param.register_post_accumulate_grad_hook(self._grad_ready)
+        self.hooks = [param.register_post_accumulate_grad_hook(self._grad_ready) for param in self.params]
 
     def arm(self) -> None:
         """The next backward is the last of the accumulation: reduce as gradients finish."""

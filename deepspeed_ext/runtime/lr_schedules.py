@@ -280,6 +280,10 @@ class OneCycle(BatchLRScheduler):
 SCHEDULES: dict[str, type[BatchLRScheduler]] = {
     cls.__name__: cls for cls in (WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle, LRRangeTest)
 }
+# DeepSpeed's names for them (Accelerate checks a scheduler's class name against VALID_LR_SCHEDULES)
+LR_RANGE_TEST, ONE_CYCLE, WARMUP_LR, WARMUP_DECAY_LR, WARMUP_COSINE_LR = (
+    "LRRangeTest", "OneCycle", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR")
+VALID_LR_SCHEDULES = [LR_RANGE_TEST, ONE_CYCLE, WARMUP_LR, WARMUP_DECAY_LR, WARMUP_COSINE_LR]
 
 
 def build_schedule(name: str, optimizer, params: dict, where: str = "scheduler") -> BatchLRScheduler:

@@ -14,7 +14,7 @@ import time
 
 def probe_environment(folder: str) -> None:
     keys = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "CROSS_RANK", "CROSS_SIZE", "MASTER_ADDR", "MASTER_PORT",
-            "FROM_ENV_FILE"]
+            "FROM_ENV_FILE", "CUDA_VISIBLE_DEVICES"]
     record = {k: os.environ.get(k) for k in keys}
     record["argv"] = sys.argv[1:]
     with open(os.path.join(folder, f"rank{os.environ['RANK']}.json"), "w") as out:

@@ -39,8 +39,25 @@ def test_ranks_get_their_environment_and_the_env_file(tmp_path):
     for rank, record in enumerate(records):
         assert record == {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_SIZE": "2",
                           "CROSS_RANK": "0", "CROSS_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-                          "FROM_ENV_FILE": "yes=really",
+                          "FROM_ENV_FILE": "yes=really", "CUDA_VISIBLE_DEVICES": "0,1",
                           "argv": [f"--local_rank={rank}", "probe_environment", str(tmp_path)]}
+
+
+@pytest.mark.parametrize(("flags", "visible", "expected"), [
+    (["--include", "localhost:1,3"], None, "1,3"),  # the slots --include picks, not the first two
+    ([], "4,6", "4,6"),  # no selection flags: the GPUs CUDA_VISIBLE_DEVICES already names
+])
+def test_ranks_see_the_gpus_of_their_slots(tmp_path, flags, visible, expected):
+    (tmp_path / "hostfile").write_text("localhost slots=4\n" if flags else "")
+    env = {**child_environment(), **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
+    hostfile = ["--hostfile", str(tmp_path / "hostfile")] if flags else []
+    done = subprocess.run([sys.executable, "-m", "deepspeed_ext.launcher.runner", *hostfile, *flags, "--master_port",
+                           str(free_port()), *launched("probe_environment", tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["CUDA_VISIBLE_DEVICES"] for r in records] == [expected, expected]
+    assert [r["LOCAL_RANK"] for r in records] == ["0", "1"]
 
 
 def test_a_failing_rank_stops_the_others(tmp_path):

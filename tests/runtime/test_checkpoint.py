@@ -1,11 +1,14 @@
 """Engine checkpoints: DeepSpeed's layout, bit-exact resume (RNG included), crash safety,
-nothing-to-load, client state, and the 16-bit model file."""
+nothing-to-load, client state, the 16-bit model file, and node-local storage."""
+
+import os
 
 import pytest
 import torch
 
 import deepspeed_ext as deepspeed
 from deepspeed_ext.runtime import checkpoint
+from tests.ranks import free_port, run_ranks
 
 from .test_engine import ADAM, batches, mse
 
@@ -109,3 +112,52 @@ def test_module_only_load_and_16bit_model(tmp_path):
     assert other.global_steps == 0
     assert torch.equal(other.module[0].weight, engine.module[0].weight)
     assert torch.equal(other.optimizer.param_groups[0]["params"][0], engine.module[0].weight.float())
+
+
+def node_local_save_and_resume(folder: str, stage: int):
+    """Each rank plays a node of its own (LOCAL_RANK 0) with its own disk (folder/node<rank>):
+    with checkpoint.use_node_local_storage every node holds what it needs to resume."""
+    from tests.runtime.zero import models
+
+    config = {"train_micro_batch_size_per_gpu": 2, "optimizer": ADAM, "zero_optimization": {"stage": stage},
+              "checkpoint": {"use_node_local_storage": True}}
+    rank = int(os.environ["RANK"])
+    data = models.batches(4, 2, seed=10 + rank)
+    disk = os.path.join(folder, f"node{rank}")
+    engine, _, _, _ = deepspeed.initialize(model=models.make_model(), config=config)
+    for step, (x, y) in enumerate(data):
+        engine.backward(models.loss_of(engine, x, y, step))
+        engine.step()
+        if step == 1:
+            engine.save_checkpoint(disk)
+    resumed, _, _, _ = deepspeed.initialize(model=models.make_model(seed=5), config=config)
+    resumed.load_checkpoint(disk)
+    for step, (x, y) in list(enumerate(data))[2:]:
+        resumed.backward(models.loss_of(resumed, x, y, step))
+        resumed.step()
+    with deepspeed.zero.GatheredParameters(list(engine.module.parameters()) + list(resumed.module.parameters())):
+        same = all(torch.equal(a, b) for a, b in zip(engine.module.parameters(), resumed.module.parameters()))
+    return same, sorted(os.listdir(disk))
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_node_local_storage_lets_every_node_resume(tmp_path, stage):
+    nodes = [{"RANK": str(r), "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+              "MASTER_PORT": str(port)} for port in [free_port()] for r in range(2)]
+    for same, listing in run_ranks(node_local_save_and_resume, 2, str(tmp_path), stage, rank_envs=nodes):
+        assert same and "latest" in listing and "global_step2" in listing
+
+
+def test_node_local_storage_is_refused_at_stage3():
+    with pytest.raises(deepspeed.ConfigError, match="use_node_local_storage is not supported at ZeRO stage 3"):
+        deepspeed.initialize(model=dropout_model(0), config={"train_batch_size": 2, "optimizer": ADAM,
+                                                             "zero_optimization": {"stage": 3},
+                                                             "checkpoint": {"use_node_local_storage": True}})
+
+
+def test_apex_amp_is_refused():
+    with pytest.raises(deepspeed.ConfigError, match="amp.enabled: NVIDIA Apex AMP is not supported"):
+        deepspeed.initialize(model=dropout_model(0), config={"train_batch_size": 2, "optimizer": ADAM,
+                                                             "amp": {"enabled": True, "opt_level": "O1"}})
+    deepspeed.initialize(model=dropout_model(0), config={"train_batch_size": 2, "optimizer": ADAM,
+                                                         "amp": {"enabled": "auto", "opt_level": "auto"}})

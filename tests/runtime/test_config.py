@@ -102,8 +102,8 @@ def test_errors_name_the_key(given, message):
 
 
 def test_known_but_unused_keys_warn():
-    with pytest.warns(UserWarning, match="activation_checkpointing, zero_optimization.elastic_checkpoint"):
-        DeepSpeedConfig({"train_batch_size": 4, "activation_checkpointing": {"partition_activations": True},
+    with pytest.warns(UserWarning, match="flops_profiler, zero_optimization.elastic_checkpoint"):
+        DeepSpeedConfig({"train_batch_size": 4, "flops_profiler": {"enabled": True},
                          "zero_optimization": {"elastic_checkpoint": True}})
 
 

@@ -121,8 +121,14 @@ def test_client_optimizer_and_errors():
     assert isinstance(optimizer, torch.optim.SGD)
     with pytest.raises(deepspeed.ConfigError, match="exactly once"):
         deepspeed.initialize(model=make_model(), config={"train_batch_size": 2}, config_params={})
-    with pytest.raises(deepspeed.ConfigError, match="no optimizer"):
-        deepspeed.initialize(model=make_model(), config={"train_batch_size": 2})
+    # no optimizer anywhere: an engine for forward passes (HF's evaluate / predict), not for training
+    engine, optimizer, _, _ = deepspeed.initialize(model=make_model(), config={"train_batch_size": 2})
+    assert optimizer is None and engine(torch.ones(2, 6)).shape == (2, 1)
+    with pytest.raises(RuntimeError, match="without an optimizer"):
+        engine.backward(engine(torch.ones(2, 6)).sum())
+    with pytest.raises(deepspeed.ConfigError, match="without an optimizer to schedule"):
+        deepspeed.initialize(model=make_model(), config={"train_batch_size": 2},
+                             lr_scheduler=lambda optimizer: None)
     with pytest.raises(deepspeed.ConfigError, match=r"optimizer.type: unknown optimizer 'Adamm' \(did you mean"):
         deepspeed.initialize(model=make_model(), config={"train_batch_size": 2, "optimizer": {"type": "Adamm"}})
 

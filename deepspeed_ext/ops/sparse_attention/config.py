@@ -3,7 +3,7 @@
     "sparse_attention": {"mode": "fixed", "block": 16, "different_layout_per_head": true,
                          "num_local_blocks": 4, "num_global_blocks": 1, "attention": "bidirectional"}
 
-    sparsity_config = sparsity_config_from(engine.config.sparse_attention, num_heads=12)
+    sparsity_config = sparsity_config_from(engine._config.sparse_attention, num_heads=12)
 """
 
 from __future__ import annotations

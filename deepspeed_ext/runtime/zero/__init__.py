@@ -3,6 +3,9 @@ the order a training step's data flows through them:
 
     build.py               engine's module + config -> sharded groups, optimizer, reducer, coordinator
     init_context.py        zero.Init / GatheredParameters: stage-3 params partitioned as modules are built
+    partition_parameters.py  DeepSpeed's namespace of that name; tensor constructors inside zero.Init
+    transformers_init.py   Transformers' models built inside zero.Init get their plain initial weights
+    leaf_modules.py        set_z3_leaf_modules: modules that gather all their descendants' params at once
     partitioned_params.py  a stage-3 param's shard (ds_tensor), gathers and releases
     param_fetch.py         forward / backward hooks that gather params just in time and prefetch
     hpz.py                 ZeRO++ hpZ: secondary param slices so later gathers stay in a group

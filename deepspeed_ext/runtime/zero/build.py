@@ -83,14 +83,7 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     master_device = torch.device("cpu") if offload else device
     coordinator = None
     if stage == 3:
-        _match_dtype(module, model_dtype)
-        Init(module=module, config={"zero_optimization": config.raw.get("zero_optimization", {})}, dtype=model_dtype)
-        secondary_group = hpz_group(zero.zero_hpz_partition_size)
-        for param in module.parameters():
-            param.ds_quantized_gather = zero.zero_quantized_weights
-            param.ds_hpz = secondary_group
-        coordinator = ParamCoordinator(module, zero.stage3_prefetch_bucket_size, zero.stage3_max_live_parameters,
-                                       zero.stage3_max_reuse_distance)
+        coordinator = partition_for_stage3(module, config, model_dtype)
     make_group = per_tensor_group if stage == 3 else flat_group
     seen: set[int] = set()  # a tied param belongs to its first group only
     groups = [{**g, "params": [p for p in g["params"] if id(p) not in seen and not seen.add(id(p))]} for g in groups]
@@ -117,6 +110,20 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
         folder = swap_folder(zero.offload_param.nvme_path, stage, rank, "offload_param")
         optimizer.param_swapper = ParamSwapper(sharded, folder, vars(config.aio), zero.offload_param.max_in_cpu)
     return ZeroSetup(optimizer, coordinator)
+
+
+def partition_for_stage3(module: torch.nn.Module, config, model_dtype: torch.dtype) -> ParamCoordinator:
+    """Partition the module's params (those zero.Init has not already) and hook up the
+    coordinator that gathers them module by module."""
+    zero = config.zero_optimization
+    _match_dtype(module, model_dtype)
+    Init(module=module, config={"zero_optimization": config.raw.get("zero_optimization", {})}, dtype=model_dtype)
+    secondary_group = hpz_group(zero.zero_hpz_partition_size)
+    for param in module.parameters():
+        param.ds_quantized_gather = zero.zero_quantized_weights
+        param.ds_hpz = secondary_group
+    return ParamCoordinator(module, zero.stage3_prefetch_bucket_size, zero.stage3_max_live_parameters,
+                            zero.stage3_max_reuse_distance)
 
 
 def _sub_groups(group: dict, sub_group_size: int) -> list[dict]:

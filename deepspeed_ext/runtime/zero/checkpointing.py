@@ -81,7 +81,8 @@ def load_optimizer_state(zero: ZeroOptimizer, folder: Path, bf16: bool, load_opt
     """Masters (and optimizer states) from the checkpoint, re-sharded when it was saved by
     another number of ranks or stage; the model-dtype shards follow the masters."""
     mine = folder / optim_file(zero.rank, bf16)
-    first = folder / optim_file(0, bf16)
+    # the layout is in every rank's file: this rank's own, where it is (node-local storage holds no other)
+    first = mine if mine.is_file() else folder / optim_file(0, bf16)
     if not first.is_file():
         other = folder / optim_file(0, not bf16)
         hint = f" (found {other.name}: the checkpoint was saved {'with' if not bf16 else 'without'} bf16)" \

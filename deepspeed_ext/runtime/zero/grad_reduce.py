@@ -71,9 +71,8 @@ class ShardedGradReducer:
         self.buffers = BufferPool(min(bucket_size, sum(p.numel() for g in groups for p in g.params)))
         self.reduced: set[int] = set()
         self.groups = groups
-        for group in groups:
-            for index, param in enumerate(group.params):
-                param.register_post_accumulate_grad_hook(lambda p, g=group, i=index: self._grad_ready(g, i, p))
+        self.hooks = [param.register_post_accumulate_grad_hook(lambda p, g=group, i=index: self._grad_ready(g, i, p))
+                      for group in groups for index, param in enumerate(group.params)]
 
     def arm(self) -> None:
         """Stage 1: the next backward is the last of the accumulation."""

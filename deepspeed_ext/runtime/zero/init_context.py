@@ -8,13 +8,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from deepspeed_ext import accelerator, comm
+from deepspeed_ext import comm
+from deepspeed_ext.accelerator import get_accelerator
 from deepspeed_ext.ops.zero_gather import flatten, unflatten
 
 from ..config import BF16, FP16, ZERO, load_config
 from ..config_schema import check_section
 from . import partitioned_params
 from .partitioned_params import ZeroParamStatus, is_partitioned
+from .transformers_init import plain_initialization_order
 
 
 def _all_module_classes():
@@ -75,7 +77,7 @@ class Init:
         params = [p for p in module.parameters(recurse=recurse) if not is_partitioned(p)]
         if not params:
             return
-        device = accelerator.current_device()
+        device = get_accelerator().local_device()
         for param in params:
             param.data = param.data.to(device, dtype=self.dtype if param.is_floating_point() else param.dtype)
         broadcast_from(params, 0)
@@ -86,6 +88,12 @@ class Init:
     def __enter__(self):
         if not self.enabled:
             return self
+        from .partition_parameters import constructors_in  # it imports this module
+
+        self.constructors = constructors_in(self.dtype, get_accelerator().local_device())
+        self.constructors.__enter__()
+        self.initialization = plain_initialization_order()  # see transformers_init.py
+        self.initialization.__enter__()
         for cls in _all_module_classes() | {torch.nn.Module}:
             if "__init__" in vars(cls):
                 self.patched[cls] = vars(cls)["__init__"]
@@ -109,9 +117,13 @@ class Init:
         return init
 
     def __exit__(self, *exc) -> None:
+        if not self.enabled:
+            return
         for cls, original in self.patched.items():
             cls.__init__ = original
         self.patched.clear()
+        self.initialization.__exit__(*exc)
+        self.constructors.__exit__(*exc)
 
 
 def _config_dtype(raw: dict) -> torch.dtype:

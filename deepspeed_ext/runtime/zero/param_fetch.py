@@ -17,19 +17,11 @@ import math
 
 import torch
 
+from ..nested import map_tensors
 from . import partitioned_params
 from .hpz import drop_secondaries
+from .leaf_modules import is_z3_leaf
 from .partitioned_params import ZeroParamStatus
-
-
-def _map_tensors(fn, value):
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_map_tensors(fn, v) for v in value)
-    if isinstance(value, dict):
-        return type(value)({k: _map_tensors(fn, v) for k, v in value.items()})
-    return value
 
 
 class _FetchBeforeBackward(torch.autograd.Function):
@@ -59,13 +51,16 @@ class ParamCoordinator:
         self.reuse_distance: list[float] = []
         self.position = 0
         self.event_of: dict[int, int] = {}
+        self.hooks = []
+        inside_leaf = {id(m) for leaf in model.modules() if is_z3_leaf(leaf) for m in leaf.modules() if m is not leaf}
         for module in model.modules():
-            module.register_forward_pre_hook(self._before_forward)
-            module.register_forward_hook(self._after_forward)
+            if id(module) not in inside_leaf:  # a leaf module gathers its descendants' params itself
+                self.hooks += [module.register_forward_pre_hook(self._before_forward),
+                               module.register_forward_hook(self._after_forward)]
 
     @staticmethod
     def params_of(module: torch.nn.Module) -> list[torch.nn.Parameter]:
-        own = [p for p in module.parameters(recurse=False) if partitioned_params.is_partitioned(p)]
+        own = [p for p in module.parameters(recurse=is_z3_leaf(module)) if partitioned_params.is_partitioned(p)]
         return own + [p for p in getattr(module, "ds_external_parameters", ()) if all(p is not q for q in own)]
 
     # ---- the micro-step -------------------------------------------------------------
@@ -98,11 +93,11 @@ class ParamCoordinator:
         if not torch.is_grad_enabled() or not self.params_of(module):
             return output
         found: list[torch.Tensor] = []
-        _map_tensors(lambda t: found.append(t) if t.requires_grad else None, output)
+        map_tensors(lambda t: found.append(t) if t.requires_grad else None, output)
         if not found:
             return output
         wrapped = iter(_FetchBeforeBackward.apply(self, module, *found))
-        return _map_tensors(lambda t: next(wrapped) if t.requires_grad else t, output)
+        return map_tensors(lambda t: next(wrapped) if t.requires_grad else t, output)
 
     def fetch(self, module: torch.nn.Module) -> None:
         params = self.params_of(module)
@@ -136,6 +131,11 @@ class ParamCoordinator:
             break
         if chosen:
             partitioned_params.gather(chosen, async_op=True)
+
+    def remove_hooks(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
 
     def release_all(self) -> None:
         """End of backward: nothing but persistent params stays gathered."""

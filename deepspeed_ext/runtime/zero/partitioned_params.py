@@ -14,7 +14,8 @@ from enum import Enum
 
 import torch
 
-from deepspeed_ext import accelerator, comm
+from deepspeed_ext import comm
+from deepspeed_ext.accelerator import get_accelerator
 from deepspeed_ext.ops.quantizer import dequantize, quantize
 from deepspeed_ext.ops.zero_gather import PerTensorLayout, flatten, round_up, zero_gather_ops
 
@@ -64,7 +65,7 @@ def release(params) -> None:
             continue
         if param.ds_hpz is not None and param.ds_secondary_tensor is None:
             keep_secondary(param)
-        param.data = torch.empty(0, dtype=param.ds_tensor.dtype, device=accelerator.current_device())
+        param.data = torch.empty(0, dtype=param.ds_tensor.dtype, device=get_accelerator().local_device())
         param.ds_status = ZeroParamStatus.NOT_AVAILABLE
 
 
@@ -90,7 +91,7 @@ class Gathering:
                 swapped[0].ds_param_swapper.bring_in(swapped)
             shards, world, rank, group = [p.ds_tensor for p in params], comm.get_world_size(), comm.get_rank(), None
         self.layout = PerTensorLayout(tuple(p.ds_numel for p in params), world)
-        device = accelerator.current_device()
+        device = get_accelerator().local_device()
         send = flatten(shards)[0] if len(shards) > 1 else shards[0]
         send = send.to(device, non_blocking=True)
         if swapped:

@@ -1,0 +1,3 @@
+from deepspeed_ext.runtime.nested import clone_tensors_for_torch_save
+
+__all__ = ["clone_tensors_for_torch_save"]

@@ -1,0 +1,3 @@
+from deepspeed_ext.ops.aio import aio_handle
+
+__all__ = ["aio_handle"]

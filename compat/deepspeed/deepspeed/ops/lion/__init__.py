@@ -1,0 +1,3 @@
+from deepspeed_ext.ops.lion import DeepSpeedCPULion
+
+__all__ = ["DeepSpeedCPULion"]

@@ -1,0 +1,3 @@
+from deepspeed_ext.ops.quantizer import ds_quantizer
+
+__all__ = ["ds_quantizer"]

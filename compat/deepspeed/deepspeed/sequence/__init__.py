@@ -1,0 +1,3 @@
+from . import layer
+
+__all__ = ["layer"]
