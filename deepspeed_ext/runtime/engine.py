@@ -425,9 +425,12 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
         if self.zero is None:
             masters = self.masters.masters if self.masters else []
+            states = self.optimizer.state.values() if self.optimizer is not None else []
             breakdown = {"master_weights": sum(m.numel() * m.element_size() for m in masters),
-                         "optimizer_states": sum(t.numel() * t.element_size() for s in self.optimizer.state.values()
+                         "optimizer_states": sum(t.numel() * t.element_size() for s in states
                                                  for t in s.values() if torch.is_tensor(t) and t.dim() > 0)}
+            if self.coordinator is not None:  # an evaluation engine at stage 3 holds shards
+                param_bytes += sum(p.ds_tensor.numel() * p.ds_tensor.element_size() for p in params)
         else:
             breakdown = self.zero.model_state_bytes()
             grad_bytes += breakdown.pop("gradient_shards")

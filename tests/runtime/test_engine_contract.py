@@ -125,6 +125,9 @@ def evaluation_and_teardown_on_ranks():
                                                                for k, v in plain.state_dict().items())
     engine.empty_partition_cache()
     released = all(p.numel() == 0 for p in engine.module.parameters())
+    shard_bytes = sum(p.ds_tensor.numel() * 4 for p in engine.module.parameters())
+    assert engine.memory_breakdown() == {"params": shard_bytes, "gradients": 0, "master_weights": 0,
+                                         "optimizer_states": 0, "total": shard_bytes}
     engine.destroy()
     hooks = sum(len(m._forward_pre_hooks) for m in engine.module.modules())
     return optimizer, scheduler, same_output, whole, released, hooks
