@@ -20,12 +20,8 @@ class Accelerator:
         return self._name if device_index is None else f"{self._name}:{device_index}"
 
     def local_device(self) -> torch.device:
-        """This rank's device (not a DeepSpeed method): cuda:LOCAL_RANK, made current, or the CPU."""
-        if self._name != "cuda":
-            return torch.device("cpu")
-        index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
+        """This rank's device (not a DeepSpeed method)."""
+        return torch.device("cpu")
 
     def communication_backend_name(self) -> str:
         return self._backend
@@ -76,18 +72,16 @@ class Accelerator:
             env[name] = ",".join(str(d) for d in local_devices)
 
     def export_envs(self) -> list[str]:
-        return ["NCCL"] if self._name == "cuda" else []
+        return []
 
     def range_push(self, message: str) -> None:
-        if self._name == "cuda":
-            torch.cuda.nvtx.range_push(message)
+        pass
 
     def range_pop(self) -> None:
-        if self._name == "cuda":
-            torch.cuda.nvtx.range_pop()
+        pass
 
     def is_synchronized_device(self) -> bool:
-        return self._name == "cpu"
+        return True
 
     def use_host_timers(self) -> bool:
         return self.is_synchronized_device()
@@ -101,6 +95,29 @@ class Accelerator:
 
 class CudaAccelerator(Accelerator):
     _name, _backend = "cuda", "nccl"
+
+    def __init__(self) -> None:
+        self._local_device: torch.device | None = None
+
+    def local_device(self) -> torch.device:
+        """cuda:LOCAL_RANK (modulo the GPUs this process sees), made current on first use;
+        ZeRO-3 asks for it at every param release, so it is worked out once."""
+        if self._local_device is None:
+            self._local_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+            torch.cuda.set_device(self._local_device)
+        return self._local_device
+
+    def export_envs(self) -> list[str]:
+        return ["NCCL"]
+
+    def range_push(self, message: str) -> None:
+        torch.cuda.nvtx.range_push(message)
+
+    def range_pop(self) -> None:
+        torch.cuda.nvtx.range_pop()
+
+    def is_synchronized_device(self) -> bool:
+        return False
 
     def is_available(self) -> bool:
         return torch.cuda.is_available()

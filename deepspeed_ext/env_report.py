@@ -20,6 +20,7 @@ import deepspeed_ext
 from deepspeed_ext.ops.op_builder import ALL_OPS, OpBuildError, cpu_simd_level
 from deepspeed_ext.ops.op_builder.builder import build_cache_root
 from deepspeed_ext.ops.op_builder.simd import supported_simd_level
+from deepspeed_ext.version import COMPAT_LABEL
 
 RULE = "-" * 50
 OP_COLUMN = 23
@@ -64,7 +65,7 @@ def deepspeed_module() -> str:
         version = importlib.metadata.version("deepspeed")
     except importlib.metadata.PackageNotFoundError:
         return f"a 'deepspeed' folder with no installed distribution at {spec.origin}"
-    if "+dsext" in version:
+    if COMPAT_LABEL in version:
         return f"{version}: deepspeed_ext's compat package"
     return f"{version} at {spec.origin}: not deepspeed_ext (Microsoft's DeepSpeed?)"
 

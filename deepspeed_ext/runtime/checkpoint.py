@@ -54,14 +54,13 @@ def _barrier() -> None:
 
 
 def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: int, save_latest: bool,
-         leader: bool | None = None) -> Path:
+         leader: bool) -> Path:
     """Write one checkpoint: this rank's files (name -> object) and its RNG states. The leader
-    (rank 0 unless said otherwise: one per node with node-local storage) stages the folder,
-    renames it into place and writes `latest`."""
+    (rank 0; with node-local storage, each node's local rank 0) stages the folder, renames it
+    into place and writes `latest`."""
     root = Path(save_dir)
     final = root / tag
     staging = root / f".{tag}.staging"
-    leader = rank == 0 if leader is None else leader
     if leader:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)  # left by an earlier crash

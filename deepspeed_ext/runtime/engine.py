@@ -335,19 +335,20 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             **client_state,
         }
         tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
+        shared = self._writes_shared_files()
         if zero is None:
-            files = {checkpoint.MODEL_STATES: states} if self._writes_shared_files() else {}
-            checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, self._writes_shared_files())
+            files = {checkpoint.MODEL_STATES: states} if shared else {}
+            checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, shared)
         else:
             states.update(zero_checkpoint.model_metadata(self.module, zero, self.global_rank))
             with zero.resident():  # NVMe offload: masters and states back from their files until written
                 files = {zero_checkpoint.optim_file(self.global_rank, self.bfloat16_enabled()): {
                     "optimizer_state_dict": zero_checkpoint.optimizer_state(zero), "ds_config": self._config.raw,
                     "ds_version": __version__}}
-                if zero.stage == 3 or self._writes_shared_files():
+                if zero.stage == 3 or shared:
                     files[zero_checkpoint.model_file(self.global_rank, zero.stage)] = states
-                checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, self._writes_shared_files())
-        if zero is not None and self._writes_shared_files():  # as DeepSpeed: the converter beside the checkpoints
+                checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, shared)
+        if zero is not None and shared:  # as DeepSpeed: the converter beside the checkpoints
             shutil.copyfile(zero_to_fp32.__file__, Path(save_dir) / "zero_to_fp32.py")
         return True
 

@@ -27,7 +27,8 @@ class EngineContract:
         so there it is an error, as in DeepSpeed; so is step() inside the block."""
         if self.zero_optimization_stage() >= 2:
             raise RuntimeError(f"no_sync() cannot be used at ZeRO stage {self.zero_optimization_stage()}: "
-                               "stages 2 and 3 reduce gradients as they are produced")
+                               "stages 2 and 3 reduce gradients as they are produced; drop the no_sync() block "
+                               "(or use stage 0 or 1)")
         if self._inside_no_sync:
             raise RuntimeError("no_sync() blocks cannot be nested")
         self._inside_no_sync = True
@@ -100,7 +101,7 @@ class EngineContract:
         """Remove the engine's hooks from the model's params and modules (Accelerate calls this
         when it frees an engine); the engine cannot train afterwards."""
         reducer = self.zero.reducer if self.zero is not None else self.reducer
-        for hook in getattr(reducer, "hooks", []):
+        for hook in reducer.hooks if reducer is not None else []:
             hook.remove()
         if self.coordinator is not None:
             self.coordinator.release_all()
@@ -117,4 +118,5 @@ def mark_overflow(optimizer, overflowed: bool) -> None:
 
 def no_optimizer_error() -> RuntimeError:
     return RuntimeError("this engine was built without an optimizer (no optimizer passed to initialize() and no "
-                        "'optimizer' section): it runs forward passes only, for evaluation or inference")
+                        "'optimizer' section): it runs forward passes only; to train, pass optimizer= to "
+                        "initialize() or add an 'optimizer' section to the config")

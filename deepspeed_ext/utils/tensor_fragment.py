@@ -45,7 +45,7 @@ class ReplicatedLink:
     def set_full(self, kind: str, value: torch.Tensor, key: str | None = None) -> None:
         target = self._tensor(kind, key)
         if target is None:
-            raise ValueError(f"the param has no {kind if kind != 'state' else repr(key)} to set")
+            raise ValueError(_nothing_to_set(kind, key))
         with torch.no_grad():
             target.copy_(value.reshape(target.shape))
             if kind == "fp32" and self.master is not self.param:
@@ -83,23 +83,24 @@ class ShardLink:
 
     def full(self, kind: str, key: str | None = None) -> torch.Tensor | None:
         numel = int(torch.Size(self.shape).numel())
+        # one all-reduce: the param's elements, then a count of the ranks that hold this kind
+        # (every rank takes part, so a missing gradient or state must come out the same everywhere)
+        buffer = torch.zeros(numel + 1, dtype=torch.float32, device=self.zero.device)  # the backend's device
         with self.zero.resident():
             flat = self._flat(kind, key)
-            # every rank takes part in the all-reduce, so the "missing" answer must agree too
-            present = torch.tensor([0.0 if flat is None else 1.0], device=self.zero.device)
-            whole = torch.zeros(numel, dtype=torch.float32, device=self.zero.device)  # the backend's device
             if flat is not None:
+                buffer[numel] = 1.0
                 for first, count, offset in self._pieces():
-                    whole.narrow(0, first, count).copy_(flat.narrow(0, offset, count))
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(present, op=dist.ReduceOp.MIN)
-            dist.all_reduce(whole)  # the ranks' pieces are disjoint: the sum is the param
-        return whole.view(self.shape) if bool(present.item()) else None
+                    buffer.narrow(0, first, count).copy_(flat.narrow(0, offset, count))
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if world > 1:
+            dist.all_reduce(buffer)  # the ranks' pieces are disjoint: the sum is the param
+        return buffer[:numel].view(self.shape) if int(buffer[numel].item()) == world else None
 
     def _write(self, kind: str, key: str | None, pieces) -> None:
         flat = self._flat(kind, key)
         if flat is None:
-            raise ValueError(f"the param has no {kind if kind != 'state' else repr(key)} to set")
+            raise ValueError(_nothing_to_set(kind, key))
         with torch.no_grad():
             for (_, count, offset), values in pieces:
                 flat.narrow(0, offset, count).copy_(values)
@@ -130,6 +131,12 @@ class ShardLink:
         if self.zero.stage < 3 or param.numel() == flat_value.numel():
             with torch.no_grad():
                 param.data.copy_(flat_value.view(param.shape))
+
+
+def _nothing_to_set(kind: str, key: str | None) -> str:
+    if kind == "grad":
+        return "the param has no gradient to set now: set it between a boundary backward() and step()"
+    return f"the param has no optimizer state {key!r} to set: the optimizer creates its states at the first step()"
 
 
 def link_params(engine) -> None:

@@ -5,6 +5,8 @@ module's forward uses but does not own."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 
@@ -90,10 +92,9 @@ class Init:
             return self
         from .partition_parameters import constructors_in  # it imports this module
 
-        self.constructors = constructors_in(self.dtype, get_accelerator().local_device())
-        self.constructors.__enter__()
-        self.initialization = plain_initialization_order()  # see transformers_init.py
-        self.initialization.__enter__()
+        self.contexts = contextlib.ExitStack()
+        self.contexts.enter_context(constructors_in(self.dtype, get_accelerator().local_device()))
+        self.contexts.enter_context(plain_initialization_order())  # see transformers_init.py
         for cls in _all_module_classes() | {torch.nn.Module}:
             if "__init__" in vars(cls):
                 self.patched[cls] = vars(cls)["__init__"]
@@ -122,8 +123,7 @@ class Init:
         for cls, original in self.patched.items():
             cls.__init__ = original
         self.patched.clear()
-        self.initialization.__exit__(*exc)
-        self.constructors.__exit__(*exc)
+        self.contexts.close()
 
 
 def _config_dtype(raw: dict) -> torch.dtype:

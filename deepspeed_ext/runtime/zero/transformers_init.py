@@ -18,6 +18,8 @@ import sys
 
 import torch
 
+from deepspeed_ext.version import COMPAT_LABEL
+
 # torch's init functions as they are when deepspeed_ext is imported, before any no_init_weights
 _TORCH_INIT_FUNCTIONS = {name: fn for name, fn in vars(torch.nn.init).items()
                          if name.endswith("_") and not name.startswith("_") and callable(fn)}
@@ -30,7 +32,7 @@ def _gathered_init_weights():
     integration = sys.modules.get("transformers.integrations.deepspeed")
     initialize = getattr(integration, "initialize_weights_zero3", None)
     try:
-        ours = "+dsext" in importlib.metadata.version("deepspeed")
+        ours = COMPAT_LABEL in importlib.metadata.version("deepspeed")
     except importlib.metadata.PackageNotFoundError:
         ours = False
     if initialize is None or not ours:
