@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
-from . import zero
-from .comm import init_distributed
-from .inference import init_inference
-from .runtime import activation_checkpointing as checkpointing
 from .runtime.config_schema import ConfigError
 from .version import __version__
+
+# Imported on first use (PEP 562): they import torch, and the `deepspeed` launcher, which lives
+# in this package, must answer --help and argument errors without it.
+_LAZY = {"zero": ("deepspeed_ext.zero", None), "init_distributed": ("deepspeed_ext.comm", "init_distributed"),
+         "init_inference": ("deepspeed_ext.inference", "init_inference"),
+         "checkpointing": ("deepspeed_ext.runtime.activation_checkpointing", None)}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'deepspeed_ext' has no attribute '{name}'")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
 
 
 def initialize(args=None, model=None, optimizer=None, model_parameters=None, training_data=None, lr_scheduler=None,

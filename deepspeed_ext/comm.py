@@ -6,6 +6,8 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import sys
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -104,6 +106,7 @@ def init_distributed(dist_backend: str | None = None, auto_mpi_discovery: bool =
             _init_single_process(backend, timeout, verbose)
             return
     atexit.register(_destroy_at_exit)
+    _note_failures()
     if rank >= 0:
         kwargs = {"rank": rank, "world_size": world_size, "init_method": init_method or "env://"}
     else:
@@ -124,20 +127,59 @@ def _init_single_process(backend: str, timeout: timedelta, verbose: bool) -> Non
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
 
 
+# How this process is ending, as far as Python lets a library see it: an uncaught exception
+# (sys.excepthook) or sys.exit with a code; atexit handlers are not told.
+_failure: list[int] = []
+TEARDOWN_SECONDS = 10.0
+
+
+def _note_failures() -> None:
+    if getattr(sys.excepthook, "_deepspeed_ext", False):
+        return
+    previous_hook, previous_exit = sys.excepthook, sys.exit
+
+    def hook(kind, value, traceback):
+        _failure.append(130 if issubclass(kind, KeyboardInterrupt) else 1)
+        previous_hook(kind, value, traceback)
+
+    def exit_(code=None):
+        if code is not None and code != 0:
+            _failure.append(code if isinstance(code, int) else 1)
+        previous_exit(code)
+    hook._deepspeed_ext = True
+    sys.excepthook, sys.exit = hook, exit_
+
+
 def _destroy_at_exit() -> None:
     """gloo's threads abort a process that exits with its group alive ("terminate called
     without an active exception"); scripts rarely tear the group down themselves. The ranks
     first wait for each other (bounded, in case one has died), so no rank closes its
     connections while a peer is still finishing its last transfer (the same abort, about
-    one run in thirty without it)."""
+    one run in thirty without it).
+
+    A failing rank does none of that: its peers may be blocked in a collective it will never
+    join, and tearing the group down then blocks too (the launcher stops them). It ends at
+    once with its code. A finishing rank's teardown is bounded the same way."""
     if not dist.is_initialized():
         return
+    if _failure:
+        _end_now(_failure[0])
     if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
         try:
             dist.monitored_barrier(timeout=timedelta(seconds=30))
         except RuntimeError:
-            pass  # a peer is gone: nothing left to finish with it
-    dist.destroy_process_group()
+            pass  # a peer is gone or stuck: nothing left to finish with it
+    teardown = threading.Thread(target=dist.destroy_process_group, daemon=True)
+    teardown.start()
+    teardown.join(TEARDOWN_SECONDS)
+    if teardown.is_alive():
+        _end_now(0)
+
+
+def _end_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def get_rank() -> int:

@@ -22,12 +22,31 @@ def parse_hostfile(path: str | Path) -> dict[str, int] | None:
         if match is None:
             raise ValueError(f"{path}:{number}: bad hostfile line '{raw.strip()}'; expected '<host> slots=<count>'")
         host, slots = match.group(1), int(match.group(2))
+        if slots < 1:
+            raise ValueError(f"{path}:{number}: host '{host}' has slots={slots}; a host needs at least one slot "
+                             "(leave it out to give it none)")
         if host in hosts:
             raise ValueError(f"{path}:{number}: host '{host}' is listed twice")
         hosts[host] = slots
     if not hosts:
         raise ValueError(f"hostfile {path} lists no hosts; write one '<host> slots=<count>' line per host")
     return hosts
+
+
+def filter_syntax_problems(text: str) -> list[str]:
+    """What is malformed in an --include / --exclude value, before any hostfile is read."""
+    if not text:
+        return []
+    problems = []
+    for part in text.split("@"):
+        host, colon, slot_text = part.partition(":")
+        if not host:
+            problems.append(f"'{text}' has an empty host name; write host[:slot,slot][@host...]")
+        elif colon and not slot_text:
+            problems.append(f"'{part}' ends with ':' but lists no slots; write {host} or {host}:0,1")
+        elif colon and not all(item.isdigit() for item in slot_text.split(",")):
+            problems.append(f"'{part}': slots must be non-negative integers separated by commas")
+    return problems
 
 
 def parse_filter(text: str, hosts: dict[str, list[int]], flag: str) -> dict[str, list[int]]:

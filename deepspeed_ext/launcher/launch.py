@@ -1,5 +1,6 @@
 """One node's share of a run: start a process per local slot with the rank environment, and
-stop them all when one fails or the launcher is told to stop.
+stop the whole job (job.py: the ranks and everything they started) when one fails, when
+one finishes while the others hang on, or when the launcher is told to stop or dies.
 
     python -m deepspeed_ext.launcher.launch --world_info=<base64 json> --node_rank=0 \\
         --master_addr=HOST --master_port=PORT script.py [script args]
@@ -11,13 +12,20 @@ import argparse
 import base64
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-GRACE_SECONDS = 5.0
+from . import job
+
+# A rank that finished while others still run: how long they get before the job is stopped
+# (finishing ranks wait up to 30 s for each other at exit, comm.py; a last save may take longer).
+EXIT_GRACE_SECONDS = 120.0
+EARLY_EXIT_CODE = 1
 # a node's ranks see its slots and only those (get_accelerator().visible_devices_envs(), without importing torch)
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
@@ -64,56 +72,98 @@ def cores_of(local_rank: int, local_size: int) -> set[int]:
     return set(cores[local_rank * share:(local_rank + 1) * share] or cores)
 
 
-def terminate(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM every rank's process group, then SIGKILL what is left after a grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for process in processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + GRACE_SECONDS
-        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
-            time.sleep(0.05)
+def _exit_code(returncode: int) -> int:
+    """A shell's convention: 128 + N for a process killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def run(args) -> int:
+    """Start this node's ranks and wait. The first rank to fail (a non-zero exit or a signal)
+    stops the whole job and its code is returned; a rank that ends with 0 while others keep
+    running gives them args.exit_grace seconds, then they are stopped too."""
     resources = decode_world_info(args.world_info)
     environments = rank_environment(resources, args.node_rank, args.master_addr, args.master_port)
+    job_id = job.new_job_id()
+    guard = job.Guard(job_id)  # forked before any rank exists, and before this process has threads (_wait)
     processes, logs = [], []
-    for local_rank, rank_env in enumerate(environments):
-        env = {**os.environ, **rank_env}
-        output = None
-        if args.enable_each_rank_log:
-            Path(args.enable_each_rank_log).mkdir(parents=True, exist_ok=True)
-            output = open(Path(args.enable_each_rank_log) / f"rank_{rank_env['RANK']}.log", "w")  # noqa: SIM115
-            logs.append(output)
-        process = subprocess.Popen(rank_command(args, local_rank), env=env, stdout=output, stderr=output,
-                                   start_new_session=True)
-        if args.bind_cores_to_rank:  # threads the rank starts later inherit this
-            os.sched_setaffinity(process.pid, cores_of(local_rank, len(environments)))
-        processes.append(process)
 
-    def stop(signum, _frame):
-        terminate(processes)
+    def reap() -> None:
+        for process in processes:
+            process.poll()
+
+    def stop_everything() -> None:
+        job.stop_job(job_id, [p.pid for p in processes], reap)
+
+    def on_signal(signum, _frame):
+        stop_everything()
+        guard.release()
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        while True:
-            codes = [p.poll() for p in processes]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed:
-                terminate(processes)
-                return failed[0]
-            if all(code == 0 for code in codes):
-                return 0
-            time.sleep(0.1)
+        for local_rank, rank_env in enumerate(environments):
+            env = {**os.environ, **rank_env, job.JOB_VARIABLE: job_id}
+            output = None
+            if args.enable_each_rank_log:
+                Path(args.enable_each_rank_log).mkdir(parents=True, exist_ok=True)
+                output = open(Path(args.enable_each_rank_log) / f"rank_{rank_env['RANK']}.log", "w")  # noqa: SIM115
+                logs.append(output)
+            process = subprocess.Popen(rank_command(args, local_rank), env=env, stdout=output, stderr=output,
+                                       start_new_session=True)
+            guard.watch(process.pid)
+            if args.bind_cores_to_rank:  # threads the rank starts later inherit this
+                os.sched_setaffinity(process.pid, cores_of(local_rank, len(environments)))
+            processes.append(process)
+        code = _wait(processes, environments, args.exit_grace)
+        stop_everything()  # what the ranks started and left behind goes too
+        return code
     finally:
+        guard.release()
         for log in logs:
             log.close()
+
+
+def _wait(processes: list[subprocess.Popen], environments: list[dict], exit_grace: float) -> int:
+    """The job's exit code. A thread waits on each rank so that exits are seen in the order
+    they happen: a rank's failure often makes its peers fail a moment later (a closed
+    connection), and the first failure is the one to report."""
+    exits: queue.Queue = queue.Queue()
+    for index, process in enumerate(processes):
+        threading.Thread(target=lambda i=index, p=process: exits.put((i, p.wait())), daemon=True).start()
+    running, first_done = set(range(len(processes))), None
+    while running:
+        timeout = None if first_done is None else max(0.0, first_done + exit_grace - time.monotonic())
+        try:
+            index, code = exits.get(timeout=timeout)
+        except queue.Empty:
+            ranks = [environments[i]["RANK"] for i in sorted(running)]
+            done = [env["RANK"] for i, env in enumerate(environments) if i not in running]
+            _report(f"ranks {', '.join(done)} exited with 0 but ranks {', '.join(ranks)} were still running "
+                    f"{exit_grace:g} s later (--exit_grace); stopping them")
+            return EARLY_EXIT_CODE
+        running.discard(index)
+        if code != 0:
+            _report(f"rank {environments[index]['RANK']} (pid {processes[index].pid}) {_describe(code)}; "
+                    "stopping the job")
+            return _exit_code(code)
+        if first_done is None:
+            first_done = time.monotonic()
+    return 0
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (exit code {128 - code})"
+    return f"exited with code {code}"
+
+
+def _report(message: str) -> None:
+    print(f"[deepspeed_ext launcher] {message}", file=sys.stderr, flush=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no_local_rank", action="store_true")
     p.add_argument("--enable_each_rank_log", default=None)
     p.add_argument("--bind_cores_to_rank", action="store_true")
+    p.add_argument("--exit_grace", type=float, default=EXIT_GRACE_SECONDS)
     p.add_argument("training_script")
     p.add_argument("training_script_args", nargs=argparse.REMAINDER)
     return p

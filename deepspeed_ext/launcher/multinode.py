@@ -37,6 +37,7 @@ def pdsh_command(args, resources: dict[str, list[int]], exports: dict[str, str])
             launch.append(f"--{flag}")
     if args.enable_each_rank_log:
         launch.append(f"--enable_each_rank_log={args.enable_each_rank_log}")
+    launch.append(f"--exit_grace={args.exit_grace}")
     remote = f"{exporting} cd {shlex.quote(str(args.workdir))}; " + " ".join(
         shlex.quote(part) if part != "--node_rank=%n" else part for part in
         [*launch, args.user_script, *args.user_args])

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from . import launch, multinode
-from .hostfile import parse_hostfile, select_resources
+from .hostfile import filter_syntax_problems, parse_hostfile, select_resources
 
 DEFAULT_HOSTFILE = "/job/hostfile"
 DEEPSPEED_ENVIRONMENT_NAME = ".deepspeed_env"  # DeepSpeed's name: Accelerate imports it
@@ -46,13 +47,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no_local_rank", action="store_true", help="do not pass --local_rank to the script")
     p.add_argument("--enable_each_rank_log", default=None, help="folder for one log file per rank")
     p.add_argument("--bind_cores_to_rank", action="store_true", help="pin each rank to its share of the CPUs")
+    p.add_argument("--exit_grace", type=float, default=launch.EXIT_GRACE_SECONDS,
+                   help="seconds the other ranks get once one rank has exited with 0; then they are stopped "
+                        "(default %(default)g)")
     p.add_argument("user_script")
     p.add_argument("user_args", nargs=argparse.REMAINDER)
     return p
 
 
 def parse_args(args: list[str] | None = None) -> argparse.Namespace:
-    return parser().parse_args(args)
+    """The arguments, each checked (argparse's exit code 2 and a message naming it otherwise);
+    nothing here imports torch, so `deepspeed --help` and a bad flag answer at once."""
+    p = parser()
+    args = p.parse_args(args)
+    for problem in argument_problems(args):
+        p.error(problem)
+    return args
+
+
+def argument_problems(args) -> list[str]:
+    problems = []
+    for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
+        if value == 0 or value < -1:
+            problems.append(f"{flag} must be a positive count (or left out for all), got {value}")
+    if not 1 <= args.master_port <= 65535:
+        problems.append(f"--master_port must be between 1 and 65535, got {args.master_port}")
+    if args.node_rank < -1:
+        problems.append(f"--node_rank must be 0 or more, got {args.node_rank}")
+    if args.no_ssh and args.node_rank < 0:
+        problems.append("--no_ssh needs --node_rank (this node's index in the hostfile)")
+    if not args.exit_grace >= 0:  # also refuses nan
+        problems.append(f"--exit_grace must be 0 or more seconds, got {args.exit_grace}")
+    for flag, text in (("--include", args.include), ("--exclude", args.exclude)):
+        problems += [f"{flag}: {problem}" for problem in filter_syntax_problems(text)]
+    try:
+        shlex.split(args.launcher_args)
+    except ValueError as error:
+        problems.append(f"--launcher_args: {error}")
+    if not (args.module or args.no_python) and not Path(args.user_script).is_file():
+        problems.append(f"script {args.user_script} not found (for a module, pass --module)")
+    return problems
 
 
 def env_file_variables() -> dict[str, str]:
@@ -74,7 +108,7 @@ def env_file_variables() -> dict[str, str]:
     return variables
 
 
-def local_slots(num_gpus: int) -> int:
+def local_slots(num_gpus: int) -> int:  # imports torch: only after the arguments are checked
     if num_gpus > 0:
         return num_gpus
     try:
@@ -110,6 +144,7 @@ def launch_args(args, resources: dict[str, list[int]], node_rank: int) -> list[s
              f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"]
     flags += [f"--{flag}" for flag in ("module", "no_python", "no_local_rank", "bind_cores_to_rank")
               if getattr(args, flag)]
+    flags.append(f"--exit_grace={args.exit_grace}")
     if args.enable_each_rank_log:
         flags.append(f"--enable_each_rank_log={args.enable_each_rank_log}")
     return [*flags, args.user_script, *args.user_args]
@@ -121,17 +156,17 @@ def main(argv: list[str] | None = None) -> None:
         resources = resolve_resources(args)
         extra_env = env_file_variables()
     except ValueError as error:
-        sys.exit(f"deepspeed: {error}")
+        parser().error(str(error))
     if not resources:
-        sys.exit("deepspeed: no hosts or slots left to run on after --include / --exclude")
+        parser().error("no hosts or slots left to run on after --include / --exclude")
     hosts = list(resources)
+    if args.no_ssh and not 0 <= args.node_rank < len(hosts):
+        parser().error(f"--node_rank {args.node_rank}: --no_ssh needs a node rank between 0 and {len(hosts) - 1}")
     multi = len(hosts) > 1 or args.force_multi
     args.master_addr = args.master_addr or ("127.0.0.1" if not multi else hosts[0])
     args.workdir = os.getcwd()
     os.environ.update(extra_env)
     if args.no_ssh or not multi:
-        if args.no_ssh and not 0 <= args.node_rank < len(hosts):
-            sys.exit(f"deepspeed: --no_ssh needs --node_rank between 0 and {len(hosts) - 1}")
         sys.exit(launch.run(launch.parser().parse_args(launch_args(args, resources, max(args.node_rank, 0)))))
     exports = multinode.exported_environment(dict(os.environ), extra_env)
     builders = {"pdsh": multinode.pdsh_command, "openmpi": multinode.mpi_command, "mpich": multinode.mpi_command,
