@@ -4,7 +4,6 @@ itself being SIGKILLed. Each case checks the exit code, that the stop came withi
 launcher's 5 s, and that no process of the job (ranks and what they started, inside their
 process group or not) is left."""
 
-import os
 import signal
 import subprocess
 import sys
