@@ -7,7 +7,9 @@ previous checkpoint and `latest` intact:
     save_dir/<tag>/rng_state_rank_<r>.pt         each rank's RNG states (for bit-exact resume)
 
 A tag is first written to a hidden folder beside it and renamed into place; `latest` is
-replaced last, by an atomic rename.
+replaced last, by an atomic rename. Every file and folder is fsynced before the rename that
+publishes it, so a power loss (not only a killed process) leaves either the old checkpoint
+or the new one (the cost per save: docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -41,16 +43,77 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def durable_torch_save(obj, path: Path) -> None:
+    """torch.save, with the bytes on disk (not only in the page cache) when it returns."""
+    with open(path, "wb") as out:
+        torch.save(obj, out)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def fsync_folder(path: Path) -> None:
+    """Make the entries of a folder (files created or renamed in it) survive a power loss."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename it over `path`."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, temporary)
+    durable_torch_save(obj, temporary)
     os.replace(temporary, path)
+    fsync_folder(path.parent)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    fsync_folder(path.parent)
 
 
 def _barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def agreed_tag(save_dir, tag: str, mode: str) -> str:
+    """The tag every rank saves under, checked across ranks before anything is written, so
+    that every rank raises the same error (none is left waiting for another). An empty
+    save_dir or a tag that is not a folder name is refused. checkpoint.tag_validation: when
+    the ranks' tags differ, Fail raises; Warn warns, Ignore does not, and both then save
+    under rank 0's tag. (DeepSpeed saves each rank under its own tag, leaving folders no load
+    can use; one shared folder is the only layout this checkpoint has.)"""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    given = [None] * world
+    if world > 1:
+        dist.all_gather_object(given, (str(save_dir), tag))
+    else:
+        given = [(str(save_dir), tag)]
+    for rank, (folder, name) in enumerate(given):
+        where = f" (on rank {rank})" if world > 1 else ""
+        if not folder.strip():
+            raise ValueError(f"save_checkpoint: save_dir is empty{where}; name the folder to save in")
+        if not name.strip() or "/" in name or "\0" in name or name in (".", ".."):
+            raise ValueError(f"save_checkpoint: tag {name!r}{where} is not a folder name")
+    tags = [name for _, name in given]
+    if len(set(tags)) == 1:
+        return tag
+    differing = ", ".join(f"rank {r}: {t!r}" for r, t in enumerate(tags))
+    message = f"the checkpoint tag differs across ranks ({differing})"
+    if mode == "Fail":
+        raise ValueError(f"{message}; checkpoint.tag_validation is Fail, so nothing was saved. Leave rank-specific "
+                         "parts (rank, time) out of the tag")
+    if mode == "Warn":
+        warnings.warn(f"{message}; saving every rank under rank 0's tag {tags[0]!r} (checkpoint.tag_validation: "
+                      "Ignore silences this, Fail refuses)", stacklevel=3)
+    return tags[0]
 
 
 def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: int, save_latest: bool,
@@ -66,21 +129,21 @@ def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: 
         shutil.rmtree(staging, ignore_errors=True)  # left by an earlier crash
         staging.mkdir()
     _barrier()
-    torch.save(rng_states(), staging / f"rng_state_rank_{rank}.pt")
+    durable_torch_save(rng_states(), staging / f"rng_state_rank_{rank}.pt")
     for name, obj in files.items():
-        torch.save(obj, staging / name)
+        durable_torch_save(obj, staging / name)
     _barrier()
     if leader:
+        fsync_folder(staging)
         retired = root / f".{tag}.retired"
         if final.exists():  # overwriting a tag: keep the old one reachable until the new one is in place
             shutil.rmtree(retired, ignore_errors=True)
             os.replace(final, retired)
         os.replace(staging, final)
+        fsync_folder(root)
         shutil.rmtree(retired, ignore_errors=True)
         if save_latest:
-            temporary = root / f".{LATEST}.tmp-{os.getpid()}"
-            temporary.write_text(tag)
-            os.replace(temporary, root / LATEST)
+            atomic_write_text(tag, root / LATEST)
     _barrier()
     return final
 

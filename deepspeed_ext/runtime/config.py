@@ -5,18 +5,20 @@ DeepSpeed's keys and defaults, and infer the batch sizes.
     config.train_batch_size, config.fp16.enabled, config.zero_optimization.offload_optimizer.device
 
 Errors are ConfigError (a ValueError) naming the full key path, with the closest valid key
-for a typo. A key DeepSpeed knows but this project does not act on yet is accepted with a
-warning.
+for a typo. A key DeepSpeed knows but this project does not act on is refused, unless its
+value is the one that matches what happens here or it cannot change results (`inert`,
+listed in README.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .config_schema import ConfigError, Key, Schema, check_section
+from .config_schema import ConfigError, Key, Schema, check_section, disabled_feature, off
 from .lr_schedules import SCHEDULES
 
 MONITOR = Schema({
@@ -34,14 +36,16 @@ FP16 = Schema({
     "hysteresis": Key(2, int, minimum=1),
     "consecutive_hysteresis": Key(False, bool),
     "min_loss_scale": Key(1.0, float, minimum=0.0),
-}, unused=frozenset({"fp16_master_weights_and_grads"}))
+    "fp16_master_weights_and_grads": off(),
+})
 
-BF16 = Schema({"enabled": Key(False, bool)}, unused=frozenset({"immediate_grad_update", "check_grad_overflow"}))
+BF16 = Schema({"enabled": Key(False, bool), "check_grad_overflow": off()},
+              inert=frozenset({"immediate_grad_update"}))  # when bf16 gradients are applied, not what they are
 
 OPTIMIZER = Schema({
     "type": Key(None, str),
     "params": Key({}, dict),
-}, unused=frozenset({"legacy_fusion"}))
+}, inert=frozenset({"legacy_fusion"}))  # which kernel fuses Adam
 
 SCHEDULER = Schema({
     "type": Key(None, str, choices=tuple(SCHEDULES)),
@@ -88,12 +92,24 @@ ZERO = Schema({
     "zero_quantized_gradients": Key(False, bool),
     "zero_hpz_partition_size": Key(1, int, minimum=1),
     "ignore_unused_parameters": Key(True, bool),
-}, unused=frozenset({"load_from_fp32_weights", "elastic_checkpoint", "legacy_stage1", "memory_efficient_linear",
-                     "mics_shard_size", "mics_hierarchical_params_gather", "use_multi_rank_bucket_allreduce",
-                     "zero_quantized_nontrainable_weights", "pipeline_loading_checkpoint", "override_module_apply",
-                     "log_trace_cache_warnings", "stage3_module_granularity_threshold", "use_all_reduce_for_fetch_params",
-                     "module_granularity_threshold", "stage3_use_all_reduce_for_fetch_params", "cpu_offload",
-                     "cpu_offload_params", "cpu_offload_use_pin_memory", "offload_optimizer_config"}))
+    # DeepSpeed's legacy spellings of offload_optimizer / offload_param with device cpu
+    "cpu_offload": Key(None, bool),
+    "cpu_offload_param": Key(None, bool, aliases=("cpu_offload_params",)),
+    "load_from_fp32_weights": Key(True, bool, supported=(True,)),  # a load restores the fp32 masters
+    "elastic_checkpoint": off(),
+    "legacy_stage1": off(),
+    "mics_shard_size": Key(-1, int, supported=(-1,)),
+    "mics_hierarchical_params_gather": off(),
+    "zero_quantized_nontrainable_weights": off(),
+    "pipeline_loading_checkpoint": off(),
+    "override_module_apply": Key(True, bool, supported=(True,)),
+}, inert=frozenset({
+    # memory and speed only: the values computed are the same
+    "memory_efficient_linear", "use_multi_rank_bucket_allreduce", "stage3_module_granularity_threshold",
+    "module_granularity_threshold", "use_all_reduce_for_fetch_params", "stage3_use_all_reduce_for_fetch_params",
+    "log_trace_cache_warnings",
+    "cpu_offload_use_pin_memory",  # DeepSpeed itself maps it to nothing
+}))
 
 AIO = Schema({
     "block_size": Key(1_048_576, int, minimum=1),
@@ -101,7 +117,8 @@ AIO = Schema({
     "intra_op_parallelism": Key(1, int, minimum=1, aliases=("thread_count",)),
     "single_submit": Key(False, bool),
     "overlap_events": Key(True, bool),
-}, unused=frozenset({"use_gds"}))
+    "use_gds": off(),
+})
 
 ACTIVATION_CHECKPOINTING = Schema({  # what runtime/activation_checkpointing.py refuses, it says there
     "partition_activations": Key(False, bool),
@@ -115,10 +132,18 @@ ACTIVATION_CHECKPOINTING = Schema({  # what runtime/activation_checkpointing.py 
 # NVIDIA Apex AMP: HF's templates carry the section ("enabled": "auto" follows --fp16_backend apex)
 AMP = Schema({"enabled": Key(False, bool), "opt_level": Key("O1", str)})
 
+TAG_VALIDATION = ("Ignore", "Warn", "Fail")
 CHECKPOINT = Schema({
     # every node's local rank 0 writes the files global rank 0 writes, for nodes without a shared filesystem
     "use_node_local_storage": Key(False, bool),
-}, unused=frozenset({"tag_validation", "load_universal", "parallel_write", "writer"}))
+    "tag_validation": Key("Warn", str),  # any case, as DeepSpeed: checked in _check_combinations
+    "load_universal": off(),
+}, inert=frozenset({"parallel_write", "writer"}))  # how the files are written, not what they hold
+
+# DeepSpeed's spellings of a dtype in the config
+DTYPE_NAMES = {"fp16": ("fp16", "float16", "half", "torch.float16"),
+               "bf16": ("bf16", "bfloat16", "bfloat", "torch.bfloat16"),
+               "fp32": ("fp32", "float32", "float", "torch.float32")}
 
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
@@ -147,13 +172,23 @@ TOP = Schema({
     "amp": Key(None, AMP),
     "activation_checkpointing": Key(None, ACTIVATION_CHECKPOINTING),
     "checkpoint": Key(None, CHECKPOINT),
-}, unused=frozenset({
-    "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity",
-    "pipeline", "data_efficiency", "curriculum_learning", "compression_training", "nebula",
-    "communication_data_type", "seq_parallel_communication_data_type", "sparse_gradients",
-    "progressive_layer_drop", "eigenvalue", "quantize_training", "data_types", "timers", "graph_harvesting",
-    "dump_state", "disable_allgather", "fp32_reduce_scatter", "zero_force_ds_cpu_optimizer_warning", "gradient_accumulation_dtype",
-    "torch_autocast", "compile", "weight_quantization", "hybrid_engine", "use_data_before_expert_parallelism",
+    # features of DeepSpeed this project does not have: accepted while disabled, refused when enabled
+    **{name: disabled_feature() for name in (
+        "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity", "curriculum_learning",
+        "compression_training", "nebula", "progressive_layer_drop", "eigenvalue", "quantize_training", "hybrid_engine",
+        "torch_autocast", "weight_quantization", "data_efficiency")},
+    "sparse_gradients": off(),
+    "disable_allgather": off(),
+    "graph_harvesting": off(),
+    "use_data_before_expert_parallelism": off(),
+    # the dtypes DeepSpeed can be told to reduce and accumulate gradients in: here they are the model's
+    "communication_data_type": Key(None, str),
+    "data_types": Key(None, Schema({"grad_accum_dtype": Key(None, str)})),
+    "seq_parallel_communication_data_type": Key(None, str, supported=(None,)),
+    "compile": Key(None, Schema({"deepcompile": off()}, open_when_disabled=True)),
+}, inert=frozenset({
+    "pipeline",  # read only by PipelineModule engines, which this project does not have yet
+    "timers", "dump_state",  # what is logged
 }))
 
 
@@ -162,6 +197,9 @@ def load_config(source: dict | str | Path) -> dict:
     A key given twice in one object is an error, as in DeepSpeed."""
     if isinstance(source, dict):
         return json.loads(json.dumps(source))
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"the DeepSpeed config must be a dict, a path to a JSON file or JSON text, got "
+                          f"{type(source).__name__}")
     text, origin = None, "config"
     if isinstance(source, Path) or not str(source).lstrip().startswith("{"):
         path = Path(source)
@@ -228,12 +266,48 @@ class DeepSpeedConfig(SimpleNamespace):
                                 self.gradient_accumulation_steps, world_size)
         self._check_combinations()
 
+    def _map_legacy_offload(self) -> None:
+        """zero_optimization.cpu_offload / cpu_offload_param: DeepSpeed's older spellings of an
+        offload_optimizer / offload_param section with device cpu."""
+        zero, given = self.zero_optimization, self.raw.get("zero_optimization") or {}
+        for legacy, section in (("cpu_offload", "offload_optimizer"), ("cpu_offload_param", "offload_param")):
+            value = getattr(zero, legacy)
+            if value is None:
+                continue
+            if section in given:
+                raise ConfigError(f"zero_optimization.{legacy} and zero_optimization.{section} are both given; "
+                                  f"{legacy} is the older spelling of {section}: keep only {section}")
+            if value:
+                getattr(zero, section).device = "cpu"
+
+    def _check_gradient_dtypes(self) -> None:
+        model = "fp16" if self.fp16.enabled else "bf16" if self.bf16.enabled else "fp32"
+        for where, value in (("communication_data_type", self.communication_data_type),
+                             ("data_types.grad_accum_dtype", self.data_types.grad_accum_dtype)):
+            if value is None:
+                continue
+            named = next((short for short, names in DTYPE_NAMES.items() if value.lower() in names), None)
+            if named is None:
+                raise ConfigError(f"{where} must be one of fp32, fp16, bf16 (or float32, float16, bfloat16), "
+                                  f"got {value!r}")
+            if named != model:
+                raise ConfigError(f"{where}: {value!r} is not supported by deepspeed_ext: gradients are reduced "
+                                  f"and accumulated in the model's dtype ({model}) here, so it is refused rather "
+                                  "than ignored")
+
     def _check_combinations(self) -> None:
         if self.fp16.enabled and self.bf16.enabled:
             raise ConfigError("fp16.enabled and bf16.enabled are both true; choose one")
         if self.amp.enabled:
             raise ConfigError("amp.enabled: NVIDIA Apex AMP is not supported by deepspeed_ext; use fp16 or bf16 "
                               "(with Hugging Face's Trainer: --fp16 / --bf16 rather than --fp16_backend apex)")
+        self._map_legacy_offload()
+        self._check_gradient_dtypes()
+        mode = self.checkpoint.tag_validation.capitalize()
+        if mode not in TAG_VALIDATION:
+            raise ConfigError(f"checkpoint.tag_validation must be one of {', '.join(TAG_VALIDATION)}, got "
+                              f"{self.checkpoint.tag_validation!r}")
+        self.checkpoint.tag_validation = mode
         zero = self.zero_optimization
         if self.checkpoint.use_node_local_storage and zero.stage == 3:
             raise ConfigError("checkpoint.use_node_local_storage is not supported at ZeRO stage 3: loading a stage-3 "

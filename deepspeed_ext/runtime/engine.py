@@ -298,10 +298,15 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         now = time.perf_counter()
         samples = self._config.train_batch_size * self._config.steps_per_print
         loss = float(self._print_loss.take())
+        memory = self.memory_breakdown() if self._config.memory_breakdown else None  # every rank: stage 3 reads shards
         if self.global_rank == 0:
             scale = f", loss scale {self.loss_scaler.scale:g}" if self.loss_scaler else ""
             print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
                   f"{samples / (now - self._last_print):.1f} samples/s, skipped {self.skipped_steps}")
+            if memory is not None:
+                print("[deepspeed_ext] memory (MB) | " + " | ".join(
+                    f"{part}: {count / 2**20:.1f}" for part, count in memory.items()) +
+                    f" | process RSS: {_resident_bytes() / 2**20:.1f}")
             if self._config.wall_clock_breakdown:
                 print("[deepspeed_ext] time (ms) | " + " | ".join(
                     f"{phase}: {seconds * 1e3 / self._config.steps_per_print:.2f}" for phase, seconds in self.timers.items()))
@@ -335,6 +340,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             **client_state,
         }
         tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
+        tag = checkpoint.agreed_tag(save_dir, tag, self._config.checkpoint.tag_validation)
         shared = self._writes_shared_files()
         if zero is None:
             files = {checkpoint.MODEL_STATES: states} if shared else {}
@@ -498,6 +504,17 @@ class _LossMean:
         mean = self.total / self.count if self.count else torch.zeros(())
         self.total, self.count = None, 0
         return mean
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (Linux /proc; its peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _param_groups(model_parameters) -> list[dict]:

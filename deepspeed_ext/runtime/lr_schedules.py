@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .config_schema import check_arguments
+
 WARMUP_TYPES = ("log", "linear")
 
 
@@ -299,6 +301,7 @@ def build_schedule(name: str, optimizer, params: dict, where: str = "scheduler")
         if key not in accepted:
             raise ValueError(f"{where}.params.{key}: not a parameter of {name}{_suggest(key, accepted)}; "
                              f"it takes {', '.join(accepted)}")
+    check_arguments(params, schedule.__init__, f"{where}.params")
     return schedule(optimizer, **params)
 
 

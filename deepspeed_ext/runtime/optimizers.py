@@ -9,7 +9,7 @@ import torch
 from deepspeed_ext.ops.cpu_adam import DeepSpeedCPUAdagrad, DeepSpeedCPUAdam, DeepSpeedCPULion
 from deepspeed_ext.ops.fused_adam import FusedAdam
 
-from .config_schema import ConfigError, closest
+from .config_schema import ConfigError, check_arguments, closest
 
 
 def build_optimizer(name: str, params, options: dict, device: torch.device) -> torch.optim.Optimizer:
@@ -36,6 +36,7 @@ def build_optimizer(name: str, params, options: dict, device: torch.device) -> t
 
 
 def _construct(optimizer_class, params, options: dict, name: str) -> torch.optim.Optimizer:
+    check_arguments(options, optimizer_class.__init__, "optimizer.params")
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
     try:

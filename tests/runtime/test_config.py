@@ -4,6 +4,7 @@ import json
 import warnings
 
 import pytest
+import torch
 
 from deepspeed_ext.runtime.config import ConfigError, DeepSpeedConfig, load_config, resolve_batch_sizes
 
@@ -101,10 +102,56 @@ def test_errors_name_the_key(given, message):
         DeepSpeedConfig({"train_batch_size": 4, **given})
 
 
-def test_known_but_unused_keys_warn():
-    with pytest.warns(UserWarning, match="flops_profiler, zero_optimization.elastic_checkpoint"):
-        DeepSpeedConfig({"train_batch_size": 4, "flops_profiler": {"enabled": True},
-                         "zero_optimization": {"elastic_checkpoint": True}})
+@pytest.mark.parametrize(("given", "message"), [
+    ({"flops_profiler": {"enabled": True}}, "flops_profiler.enabled: True is not supported by deepspeed_ext"),
+    ({"progressive_layer_drop": {"enabled": True}}, "progressive_layer_drop.enabled: True is not supported"),
+    ({"curriculum_learning": {"enabled": True}}, "curriculum_learning.enabled: True is not supported"),
+    ({"elasticity": {"enabled": True}}, "elasticity.enabled: True is not supported"),
+    ({"quantize_training": {"enabled": True}}, "quantize_training.enabled: True is not supported"),
+    ({"torch_autocast": {"enabled": True, "dtype": "bfloat16"}}, "torch_autocast.enabled: True is not supported"),
+    ({"zero_optimization": {"elastic_checkpoint": True}}, "zero_optimization.elastic_checkpoint: True is not"),
+    ({"zero_optimization": {"legacy_stage1": True}}, "zero_optimization.legacy_stage1: True is not supported"),
+    ({"zero_optimization": {"mics_shard_size": 2}}, "zero_optimization.mics_shard_size: 2 is not supported"),
+    ({"fp16": {"enabled": True, "fp16_master_weights_and_grads": True}}, "fp16.fp16_master_weights_and_grads"),
+    ({"sparse_gradients": True}, "sparse_gradients: True is not supported"),
+    ({"compile": {"deepcompile": True}}, "compile.deepcompile: True is not supported"),
+    ({"communication_data_type": "fp32", "bf16": {"enabled": True}},
+     "communication_data_type: 'fp32' is not supported by deepspeed_ext: gradients are reduced and accumulated in "
+     "the model's dtype \\(bf16\\)"),
+    ({"data_types": {"grad_accum_dtype": "fp32"}, "bf16": {"enabled": True}}, "data_types.grad_accum_dtype: 'fp32'"),
+    ({"communication_data_type": "fp8"}, "communication_data_type must be one of fp32, fp16, bf16"),
+    ({"seq_parallel_communication_data_type": "fp32"}, "seq_parallel_communication_data_type: 'fp32' is not"),
+    ({"fp32_reduce_scatter": True}, "fp32_reduce_scatter: unknown key"),  # not a DeepSpeed key either
+    ({"gradient_accumulation_dtype": "fp32"}, "gradient_accumulation_dtype: unknown key"),
+    ({"zero_optimization": {"stage": 2, "cpu_offload": True, "offload_optimizer": {"device": "cpu"}}},
+     "cpu_offload and zero_optimization.offload_optimizer are both given"),
+    ({"checkpoint": {"tag_validation": "sometimes"}}, "checkpoint.tag_validation must be one of Ignore, Warn, Fail"),
+])
+def test_keys_not_acted_on_are_refused(given, message):
+    with pytest.raises(ConfigError, match=message):
+        DeepSpeedConfig({"train_batch_size": 4, **given})
+
+
+def test_keys_that_match_what_happens_here_are_accepted_silently(recwarn):
+    config = DeepSpeedConfig({
+        "train_batch_size": 4, "flops_profiler": {"enabled": False, "profile_step": 3},
+        "elasticity": {"enabled": False, "max_train_batch_size": 8}, "torch_autocast": {"enabled": False},
+        "communication_data_type": "bfloat16", "data_types": {"grad_accum_dtype": "bf16"}, "bf16": {"enabled": True},
+        "pipeline": {"stages": 2}, "timers": {"throughput": {"enabled": True}},
+        "checkpoint": {"tag_validation": "fail", "writer": {"type": "fast"}},
+        "zero_optimization": {"stage": 3, "cpu_offload": True, "cpu_offload_params": True,
+                              "cpu_offload_use_pin_memory": True, "memory_efficient_linear": False,
+                              "load_from_fp32_weights": True}})
+    assert not recwarn.list
+    assert config.checkpoint.tag_validation == "Fail"
+    assert config.zero_optimization.offload_optimizer.device == "cpu"
+    assert config.zero_optimization.offload_param.device == "cpu"
+
+
+@pytest.mark.parametrize("source", [[{"train_batch_size": 4}], 4, None])
+def test_a_config_that_is_not_a_dict_or_a_path_is_refused(source):
+    with pytest.raises(ConfigError, match="the DeepSpeed config must be a dict, a path to a JSON file or JSON text"):
+        DeepSpeedConfig(source)
 
 
 def test_loads_files_and_json_text(tmp_path):
@@ -125,3 +172,22 @@ def test_loads_files_and_json_text(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DeepSpeedConfig({"train_batch_size": 2})  # a clean config warns about nothing
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"optimizer": {"type": "Adam", "params": {"lr": "1e-3"}}}, "optimizer.params.lr must be a number, got '1e-3'"),
+    ({"optimizer": {"type": "AdamW", "params": {"weight_decay": "0.1"}}}, "optimizer.params.weight_decay must be a"),
+    ({"optimizer": {"type": "Adam", "params": {"betas": [0.9]}}}, "optimizer.params.betas must be a list of 2"),
+    ({"optimizer": {"type": "SGD", "params": {"lr": 0.1, "nesterov": 1}}}, "optimizer.params.nesterov must be true"),
+    ({"scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": "0.01"}}},
+     "scheduler.params.warmup_max_lr must be a number or a list of numbers, got '0.01'"),
+    ({"scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": "100"}}},
+     "scheduler.params.total_num_steps must be a number"),
+    ({"scheduler": {"type": "WarmupLR", "params": {"warmup_type": 1}}}, "scheduler.params.warmup_type must be a"),
+])
+def test_optimizer_and_scheduler_params_are_type_checked(section, message):
+    import deepspeed_ext
+
+    config = {"train_batch_size": 1, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}}, **section}
+    with pytest.raises(ConfigError, match=message):
+        deepspeed_ext.initialize(model=torch.nn.Linear(3, 1), config=config)
