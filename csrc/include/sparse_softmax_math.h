@@ -72,6 +72,20 @@ DS_INLINE T unnormalized_probability(T logit, T row_max) {
   return row_max == negative_infinity<T>() ? T(0) : softmax_exp(logit - row_max);
 }
 
+// The running max of a row's logits. A NaN logit makes the max NaN (`value > current` alone
+// would step over it), so the whole row comes out NaN, as dense attention's softmax gives.
+template <class T>
+DS_INLINE T max_keeping_nan(T value, T current) {
+  return (value > current || value != value) ? value : current;
+}
+
+// 1 / the row's sum of unnormalized probabilities: a row whose every key is masked sums to 0
+// and gives zeros; a NaN sum (a NaN or +inf logit) stays NaN.
+template <class T>
+DS_INLINE T row_normalizer(T sum) {
+  return sum == T(0) ? T(0) : T(1) / sum;
+}
+
 // d loss / d score from d loss / d probability: p * (dp - sum_row(p * dp)) * scale.
 template <class T>
 DS_INLINE T softmax_score_grad(T probability, T grad, T row_dot, T scale) {

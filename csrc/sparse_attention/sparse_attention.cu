@@ -115,7 +115,7 @@ __global__ void softmax_kernel(SoftmaxJob job, Lut lut, Shape shape) {
           optional_at<T>(job.key_padding, b * seq + key), job.key_padding_mode,
           optional_at<T>(job.attention, query * seq + key), job.attention_mode, job.causal && key > query);
       probs[at + j] = logit;
-      row_max = logit > row_max ? logit : row_max;
+      row_max = max_keeping_nan(logit, row_max);
     }
   }
   T sum = T(0);
@@ -126,7 +126,7 @@ __global__ void softmax_kernel(SoftmaxJob job, Lut lut, Shape shape) {
       sum += row_probs[j];
     }
   }
-  const T inverse = sum > T(0) ? T(1) / sum : T(0);
+  const T inverse = row_normalizer(sum);
   for (int32_t n = begin; n < end; ++n) {
     T* row_probs = probs + ((b * lut.nnz + n) * bs + i) * bs;
     for (int64_t j = 0; j < bs; ++j) row_probs[j] *= inverse;

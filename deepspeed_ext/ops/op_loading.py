@@ -17,9 +17,17 @@ def load_mutating_ops(builder_class: type[OpBuilder], op_names: tuple[str, ...])
     nothing to compute."""
     ops = builder_class().load()
     for name in op_names:
-        torch.library.register_fake(f"deepspeed_ext::{name}")(_mutates_only)
+        torch.library.register_fake(f"deepspeed_ext::{name}")(functools.partial(_mutates_only, name))
     return ops
 
 
-def _mutates_only(*args, **kwargs) -> None:
+def _mutates_only(name: str, *args, **kwargs) -> None:
+    """The fake (meta) kernel. A call that mixes meta tensors with real ones is dispatched here
+    too, and would silently copy nothing into the real ones: refuse it."""
+    tensors = [t for arg in (*args, *kwargs.values()) for t in (arg if isinstance(arg, (list, tuple)) else [arg])
+               if isinstance(t, torch.Tensor)]
+    devices = sorted({str(t.device) for t in tensors})
+    if len(devices) > 1:
+        raise RuntimeError(f"deepspeed_ext::{name}: every tensor must be on one device, got {', '.join(devices)} "
+                           "(a meta tensor holds no data to copy)")
     return None

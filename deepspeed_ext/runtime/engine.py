@@ -217,9 +217,12 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             return self._boundary_override
         return (self.micro_steps + 1) % self.gradient_accumulation_steps() == 0
 
-    def _check_trainable(self) -> None:
+    def _check_alive(self) -> None:
         if self._destroyed:
-            raise RuntimeError("this engine was destroyed (engine.destroy()): build a new one to train")
+            raise RuntimeError("this engine was destroyed (engine.destroy()): build a new one to train or save")
+
+    def _check_trainable(self) -> None:
+        self._check_alive()
         if self.optimizer is None:
             raise no_optimizer_error()
 
@@ -323,6 +326,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
                         save_latest: bool = True) -> bool:
         """Save everything a resumed run needs (see runtime/checkpoint.py for the layout);
         the client_state keys are stored beside the engine's and returned by load_checkpoint."""
+        self._check_alive()
         client_state = client_state or {}
         clashing = sorted(self._RESERVED_KEYS & set(client_state))
         if clashing:
@@ -370,6 +374,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
                         load_module_only: bool = False):
         """Load a checkpoint (the `latest` one unless tag is given): returns (its path, the
         client_state saved with it), or (None, None) with a warning when there is none."""
+        self._check_alive()
         folder = checkpoint.resolve(load_dir, tag)
         if folder is None:
             return None, None

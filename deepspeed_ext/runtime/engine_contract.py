@@ -98,14 +98,23 @@ class EngineContract:
         get_accelerator().empty_cache()
 
     def destroy(self) -> None:
-        """Remove the engine's hooks from the model's params and modules (Accelerate calls this
-        when it frees an engine); the engine cannot train afterwards."""
+        """Remove the engine's hooks from the model's params and modules and let go of what
+        it allocated (masters, optimizer states, gradient buffers); Accelerate calls this when
+        it frees an engine. The engine cannot train or save afterwards. (Dropping an engine
+        without destroy() frees the same: the hooks and the params' links refer to it weakly.)"""
         reducer = self.zero.reducer if self.zero is not None else self.reducer
         for hook in reducer.hooks if reducer is not None else []:
             hook.remove()
         if self.coordinator is not None:
             self.coordinator.release_all()
             self.coordinator.remove_hooks()
+        for param in self.module.parameters():
+            param.__dict__.pop("_ds_link", None)
+            if self.zero is not None and self.zero.stage < 3:
+                param.grad = None
+        self.optimizer = self.basic_optimizer = self.lr_scheduler = None
+        self.zero = self.reducer = self.masters = self.coordinator = None
+        self._trainable = []
         self._destroyed = True
 
 

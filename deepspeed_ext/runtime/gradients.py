@@ -10,6 +10,7 @@ import torch.distributed as dist
 from deepspeed_ext.ops.zero_gather import flatten, unflatten
 
 from .buffer_pool import BufferPool
+from .weak_hooks import weak_method
 
 # Buckets above this many elements leave nothing to overlap for models of ordinary size
 # (DeepSpeed's default reduce_bucket_size is 5e8); DDP uses 25 MB buckets for the same reason.
@@ -42,7 +43,7 @@ class OverlappedAllReduce:
         self.reduced: set[int] = set()
         # A bucket never holds more than every gradient: a small model keeps a small buffer.
         self.buffers = BufferPool(min(bucket_size, sum(p.numel() for p in self.params)))
-        self.hooks = [param.register_post_accumulate_grad_hook(self._grad_ready) for param in self.params]
+        self.hooks = [param.register_post_accumulate_grad_hook(weak_method(self._grad_ready)) for param in self.params]
 
     def arm(self) -> None:
         """The next backward is the last of the accumulation: reduce as gradients finish."""

@@ -17,12 +17,17 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from deepspeed_ext.runtime.weak_hooks import WeakAttribute
+
 KINDS = ("fp32", "grad", "state")
 
 
 class ReplicatedLink:
     """Stage 0: every rank holds the param's master (or the param itself), its gradient and
-    its optimizer state whole."""
+    its optimizer state whole. Links hang on the params and refer to the engine's parts
+    weakly, so the params do not keep a dropped engine alive."""
+
+    param, master, optimizer, reducer = WeakAttribute(), WeakAttribute(), WeakAttribute(), WeakAttribute()
 
     def __init__(self, param: torch.nn.Parameter, master: torch.Tensor, optimizer, reducer) -> None:
         self.param, self.master, self.optimizer, self.reducer = param, master, optimizer, reducer
@@ -56,6 +61,8 @@ class ReplicatedLink:
 
 class ShardLink:
     """Stages 1-3: the param is element range(s) of a ShardedGroup on one or more ranks."""
+
+    zero, group = WeakAttribute(), WeakAttribute()
 
     def __init__(self, zero, group, index: int) -> None:
         self.zero, self.group, self.index = zero, group, index

@@ -146,10 +146,22 @@ def test_getters_locked_tensors_and_argument_errors():
     for keyword, value in [("block_size", 0), ("queue_depth", -1), ("intra_op_parallelism", 0)]:
         with pytest.raises(RuntimeError, match=keyword):
             aio_handle(**{keyword: value})
-    with pytest.raises(RuntimeError, match="contiguous"):
-        handle.sync_pwrite(torch.zeros(10, 10).t(), "/tmp/never")
-    with pytest.raises(RuntimeError, match="CPU tensor"):
-        handle.sync_pwrite(torch.zeros(10, device="meta"), "/tmp/never")
+    for call, message in [
+        (lambda: handle.sync_pwrite(torch.zeros(10, 10).t(), "/tmp/never"), "buffer must be contiguous"),
+        (lambda: handle.sync_pwrite(torch.zeros(10, device="meta"), "/tmp/never"),
+         "buffer must be a dense CPU tensor .* on meta"),
+        (lambda: handle.sync_pwrite(torch.zeros(10).to_sparse(), "/tmp/never"), "sparse_coo tensor"),
+        (lambda: handle.sync_pwrite(torch.zeros(10), "/tmp/never\0/x"), "contains a NUL byte"),
+        (lambda: handle.async_pread(torch.zeros(10), b"/tmp/never\0"), "contains a NUL byte"),
+        (lambda: handle.sync_pwrite(torch.zeros(10), ""), "filename is empty"),
+        (lambda: handle.sync_pwrite(torch.zeros(10), "/tmp/never", file_offset=-4096), "file_offset must be a"),
+        (lambda: handle.sync_pread(torch.zeros(10), "/tmp/never", file_offset=1.5), "file_offset must be a"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert not os.path.exists("/tmp/never")  # nothing was written, at the truncated path or any other
+    with pytest.raises(TypeError, match="buffer must be a tensor"):
+        handle.sync_pwrite([1, 2], "/tmp/never")
 
 
 def expect_os_error(code: int, *fragments: str):

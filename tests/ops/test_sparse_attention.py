@@ -315,3 +315,31 @@ def test_layouts_equal_deepspeeds(case):
     layout = config.make_layout(case["seq_len"])
     assert layout.shape == expected.shape
     assert torch.equal(layout.long(), expected), (layout - expected).nonzero().tolist()[:10]
+
+
+@pytest.mark.parametrize("name", ["dense", "fixed"])
+@pytest.mark.parametrize(("tensor", "value"), [("q", float("nan")), ("q", float("inf")), ("k", float("inf")),
+                                               ("k", float("nan")), ("v", float("nan"))])
+def test_nan_and_inf_propagate_as_in_dense_attention(name, tensor, value):
+    """A NaN or inf reaches exactly the outputs that attend to it. (A key a query does not
+    attend to never reaches it, where dense masked attention would still give NaN through
+    0 x NaN: with the dense layout, every query attends to every key.)"""
+    config = configs(16, "bidirectional")[name]
+    seq = 64
+    module = SparseSelfAttention(config, max_seq_length=seq)
+    q, k, v = (t.detach() for t in inputs(1, seq, 8, seed=11))
+    {"q": q, "k": k, "v": v}[tensor][0, 0, 5, 0] = value
+    out = module(q, k, v)
+    layout = module.get_layout(seq)
+    allowed = layout.repeat_interleave(16, 1).repeat_interleave(16, 2).bool()
+    logits = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(8)
+    probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), -1)
+    expected = torch.einsum("bhqk,bhkd->bhqd", probs, v.double())  # no 0 x NaN from keys a query skips...
+    if tensor == "v":  # ...which einsum's matmul would still do: spell out which outputs see key 5's value
+        sees = allowed[:, :, 5] if name != "dense" else torch.ones_like(allowed[:, :, 5])
+        finite = torch.einsum("bhqk,bhkd->bhqd", probs, v.double().nan_to_num(0.0))
+        expected = torch.where(torch.isnan(v[:, :, 5:6, :]) & sees[None, :, :, None],
+                               torch.full_like(expected, float("nan")), finite)
+    assert out.isnan().any()
+    assert torch.equal(out.isnan(), expected.isnan())
+    torch.testing.assert_close(out.nan_to_num(0.0), expected.to(out.dtype).nan_to_num(0.0), rtol=1e-5, atol=1e-5)

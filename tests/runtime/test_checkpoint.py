@@ -71,7 +71,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     real_save = torch.save
 
     def crash_on_model_states(obj, path, *args, **kwargs):
-        if str(path).endswith(checkpoint.MODEL_STATES):
+        if str(getattr(path, "name", path)).endswith(checkpoint.MODEL_STATES):  # a path or an open file
             raise OSError("disk full")
         return real_save(obj, path, *args, **kwargs)
 

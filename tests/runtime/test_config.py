@@ -116,8 +116,8 @@ def test_errors_name_the_key(given, message):
     ({"sparse_gradients": True}, "sparse_gradients: True is not supported"),
     ({"compile": {"deepcompile": True}}, "compile.deepcompile: True is not supported"),
     ({"communication_data_type": "fp32", "bf16": {"enabled": True}},
-     "communication_data_type: 'fp32' is not supported by deepspeed_ext: gradients are reduced and accumulated in "
-     "the model's dtype \\(bf16\\)"),
+     ("communication_data_type: 'fp32' is not supported by deepspeed_ext: gradients are reduced and accumulated in "
+      "the model's dtype \\(bf16\\)")),
     ({"data_types": {"grad_accum_dtype": "fp32"}, "bf16": {"enabled": True}}, "data_types.grad_accum_dtype: 'fp32'"),
     ({"communication_data_type": "fp8"}, "communication_data_type must be one of fp32, fp16, bf16"),
     ({"seq_parallel_communication_data_type": "fp32"}, "seq_parallel_communication_data_type: 'fp32' is not"),

@@ -4,6 +4,7 @@ arguments and defaults, the sync_ / async_ names, and I/O failures as OSError wi
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import re
 
@@ -30,6 +31,37 @@ def _io(call, *args) -> int:
         if found is None:
             raise
         raise OSError(int(found[1]), message) from None
+
+
+def _path(filename) -> str:
+    """The file name as the C++ side takes it; a NUL byte would silently cut it short there."""
+    path = os.fsdecode(os.fspath(filename))
+    if not path:
+        raise ValueError("filename is empty")
+    if "\0" in path:
+        raise ValueError(f"filename {path!r} contains a NUL byte")
+    return path
+
+
+def _buffer(buffer) -> torch.Tensor:
+    if not isinstance(buffer, torch.Tensor):
+        raise TypeError(f"buffer must be a tensor, got {type(buffer).__name__}")
+    if buffer.device.type != "cpu" or buffer.layout != torch.strided:
+        raise ValueError(f"buffer must be a dense CPU tensor (move it with .cpu() first), got a {buffer.layout} "
+                         f"tensor on {buffer.device}")
+    if not buffer.is_contiguous():
+        raise ValueError("buffer must be contiguous (call .contiguous() first)")
+    return buffer
+
+
+def _offset(file_offset) -> int:
+    try:
+        offset = operator.index(file_offset)
+    except TypeError:
+        offset = -1
+    if isinstance(file_offset, bool) or offset < 0:
+        raise ValueError(f"file_offset must be a non-negative integer, got {file_offset!r}")
+    return offset
 
 
 class aio_handle:  # DeepSpeed's name
@@ -72,16 +104,18 @@ class aio_handle:  # DeepSpeed's name
 
     def write(self, buffer: torch.Tensor, filename: str, validate: bool = False) -> int:
         """`buffer` as the whole file (created or truncated; blocking)."""
-        return _io(self._handle.write, buffer, os.fspath(filename), bool(validate))
+        return _io(self._handle.write, _buffer(buffer), _path(filename), bool(validate))
 
     def pread(self, buffer: torch.Tensor, filename: str, validate: bool = False, async_op: bool = False,
               file_offset: int = 0) -> int:
-        return _io(self._handle.pread, buffer, os.fspath(filename), bool(validate), bool(async_op), int(file_offset))
+        return _io(self._handle.pread, _buffer(buffer), _path(filename), bool(validate), bool(async_op),
+                   _offset(file_offset))
 
     def pwrite(self, buffer: torch.Tensor, filename: str, validate: bool = False, async_op: bool = False,
                file_offset: int = 0) -> int:
         """`buffer` into the file at file_offset (created if missing, never truncated)."""
-        return _io(self._handle.pwrite, buffer, os.fspath(filename), bool(validate), bool(async_op), int(file_offset))
+        return _io(self._handle.pwrite, _buffer(buffer), _path(filename), bool(validate), bool(async_op),
+                   _offset(file_offset))
 
     def sync_pread(self, buffer: torch.Tensor, filename: str, file_offset: int = 0) -> int:
         return self.pread(buffer, filename, False, False, file_offset)

@@ -103,12 +103,14 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     swapper = None
     if zero.offload_optimizer.device == "nvme":
         folder = swap_folder(zero.offload_optimizer.nvme_path, stage, rank, "offload_optimizer")
-        swapper = OptimizerSwapper(sharded, inner, folder, vars(config.aio), zero.offload_optimizer.buffer_count)
+        swapper = OptimizerSwapper(sharded, inner, folder, _handle_options(config.aio),
+                                   zero.offload_optimizer.buffer_count)
     optimizer = ZeroOptimizer(sharded, inner, stage, reducer, zero.allgather_bucket_size, device,
                               after_step=coordinator.refresh_persistent if coordinator else None, swapper=swapper)
     if zero.offload_param.device == "nvme":
         folder = swap_folder(zero.offload_param.nvme_path, stage, rank, "offload_param")
-        optimizer.param_swapper = ParamSwapper(sharded, folder, vars(config.aio), zero.offload_param.max_in_cpu)
+        optimizer.param_swapper = ParamSwapper(sharded, folder, _handle_options(config.aio),
+                                               zero.offload_param.max_in_cpu)
     return ZeroSetup(optimizer, coordinator)
 
 
@@ -139,6 +141,11 @@ def _sub_groups(group: dict, sub_group_size: int) -> list[dict]:
         count += numel
     runs.append(run)
     return [{**group, "params": run} for run in runs]
+
+
+def _handle_options(aio) -> dict:
+    """The aio section as aio_handle's arguments (use_gds is only accepted while false)."""
+    return {key: value for key, value in vars(aio).items() if key != "use_gds"}
 
 
 def _gradient_transport(zero) -> str:

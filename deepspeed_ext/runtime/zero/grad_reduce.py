@@ -27,6 +27,7 @@ from deepspeed_ext.ops.zero_gather import round_up, zero_gather_ops
 
 from ..buffer_pool import BufferPool
 from ..gradients import averaging_divisors
+from ..weak_hooks import weak_method
 from .groups import ShardedGroup
 
 MAX_IN_FLIGHT = 2  # buckets sent but not yet summed: enough to overlap, and a bound on memory
@@ -71,12 +72,15 @@ class ShardedGradReducer:
         self.buffers = BufferPool(min(bucket_size, sum(p.numel() for g in groups for p in g.params)))
         self.reduced: set[int] = set()
         self.groups = groups
-        self.hooks = [param.register_post_accumulate_grad_hook(lambda p, g=group, i=index: self._grad_ready(g, i, p))
-                      for group in groups for index, param in enumerate(group.params)]
+        self.hooks = [param.register_post_accumulate_grad_hook(weak_method(self._param_ready, number, index))
+                      for number, group in enumerate(groups) for index, param in enumerate(group.params)]
 
     def arm(self) -> None:
         """Stage 1: the next backward is the last of the accumulation."""
         self.armed = True
+
+    def _param_ready(self, group_number: int, index: int, param: torch.nn.Parameter) -> None:
+        self._grad_ready(self.groups[group_number], index, param)
 
     def _grad_ready(self, group: ShardedGroup, index: int, param: torch.nn.Parameter) -> None:
         if not self.armed or param.grad is None:

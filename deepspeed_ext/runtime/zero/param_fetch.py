@@ -18,6 +18,7 @@ import math
 import torch
 
 from ..nested import map_tensors
+from ..weak_hooks import weak_method
 from . import partitioned_params
 from .hpz import drop_secondaries
 from .leaf_modules import is_z3_leaf
@@ -55,8 +56,8 @@ class ParamCoordinator:
         inside_leaf = {id(m) for leaf in model.modules() if is_z3_leaf(leaf) for m in leaf.modules() if m is not leaf}
         for module in model.modules():
             if id(module) not in inside_leaf:  # a leaf module gathers its descendants' params itself
-                self.hooks += [module.register_forward_pre_hook(self._before_forward),
-                               module.register_forward_hook(self._after_forward)]
+                self.hooks += [module.register_forward_pre_hook(weak_method(self._before_forward)),
+                               module.register_forward_hook(weak_method(self._after_forward))]
 
     @staticmethod
     def params_of(module: torch.nn.Module) -> list[torch.nn.Parameter]:
