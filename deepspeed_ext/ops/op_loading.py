@@ -30,4 +30,3 @@ def _mutates_only(name: str, *args, **kwargs) -> None:
     if len(devices) > 1:
         raise RuntimeError(f"deepspeed_ext::{name}: every tensor must be on one device, got {', '.join(devices)} "
                            "(a meta tensor holds no data to copy)")
-    return None
