@@ -129,6 +129,15 @@ ACTIVATION_CHECKPOINTING = Schema({  # what runtime/activation_checkpointing.py 
     "profile": Key(False, bool),
 })
 
+# torch.autocast around an fp32 model's forward. DeepSpeed also reduces the gradients of
+# lower_precision_safe_modules' params in the autocast dtype; here every gradient is reduced in
+# fp32, so that list would be ignored: it is refused instead.
+TORCH_AUTOCAST = Schema({
+    "enabled": Key(False, bool),
+    "dtype": Key(None, str),
+    "lower_precision_safe_modules": Key(None, list, supported=(None,)),
+})
+
 # NVIDIA Apex AMP: HF's templates carry the section ("enabled": "auto" follows --fp16_backend apex)
 AMP = Schema({"enabled": Key(False, bool), "opt_level": Key("O1", str)})
 
@@ -176,7 +185,8 @@ TOP = Schema({
     **{name: disabled_feature() for name in (
         "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity", "curriculum_learning",
         "compression_training", "nebula", "progressive_layer_drop", "eigenvalue", "quantize_training", "hybrid_engine",
-        "torch_autocast", "weight_quantization", "data_efficiency")},
+        "weight_quantization", "data_efficiency")},
+    "torch_autocast": Key(None, TORCH_AUTOCAST),
     "sparse_gradients": off(),
     "disable_allgather": off(),
     "graph_harvesting": off(),
@@ -190,6 +200,13 @@ TOP = Schema({
     "pipeline",  # read only by PipelineModule engines, which this project does not have yet
     "timers", "dump_state",  # what is logged
 }))
+
+
+def _dtype_name(value: str, where: str) -> str:
+    named = next((short for short, names in DTYPE_NAMES.items() if value.lower() in names), None)
+    if named is None:
+        raise ConfigError(f"{where} must be one of fp32, fp16, bf16 (or float32, float16, bfloat16), got {value!r}")
+    return named
 
 
 def load_config(source: dict | str | Path) -> dict:
@@ -280,20 +297,40 @@ class DeepSpeedConfig(SimpleNamespace):
             if value:
                 getattr(zero, section).device = "cpu"
 
+    def _check_torch_autocast(self) -> None:
+        section = self.torch_autocast
+        if not section.enabled:
+            return
+        if self.fp16.enabled or self.bf16.enabled:
+            raise ConfigError("torch_autocast.enabled runs an fp32 model's forward in lower precision; with "
+                              f"{'fp16' if self.fp16.enabled else 'bf16'}.enabled the model is already in it: "
+                              "choose one")
+        named = _dtype_name(section.dtype or "bf16", "torch_autocast.dtype")
+        if named != "bf16":
+            raise ConfigError(f"torch_autocast.dtype: {section.dtype!r} is not supported by deepspeed_ext: autocast "
+                              "runs in bfloat16 here (fp16 needs loss scaling: use fp16.enabled with auto_cast)")
+        section.dtype = "bf16"
+
     def _check_gradient_dtypes(self) -> None:
+        """communication_data_type: the dtype gradients are summed across ranks in;
+        data_types.grad_accum_dtype: the dtype they are summed over micro-batches in. Each is
+        the model's dtype by default, and may be fp32 for a bf16 / fp16 model under ZeRO
+        (stages 1-3; the sums land in fp32 gradient shards)."""
         model = "fp16" if self.fp16.enabled else "bf16" if self.bf16.enabled else "fp32"
+        chosen = {}
         for where, value in (("communication_data_type", self.communication_data_type),
                              ("data_types.grad_accum_dtype", self.data_types.grad_accum_dtype)):
-            if value is None:
-                continue
-            named = next((short for short, names in DTYPE_NAMES.items() if value.lower() in names), None)
-            if named is None:
-                raise ConfigError(f"{where} must be one of fp32, fp16, bf16 (or float32, float16, bfloat16), "
-                                  f"got {value!r}")
-            if named != model:
-                raise ConfigError(f"{where}: {value!r} is not supported by deepspeed_ext: gradients are reduced "
-                                  f"and accumulated in the model's dtype ({model}) here, so it is refused rather "
-                                  "than ignored")
+            named = model if value is None else _dtype_name(value, where)
+            if named != model and not (named == "fp32" and self.zero_optimization.stage >= 1):
+                raise ConfigError(f"{where}: {value!r} is not supported by deepspeed_ext with a {model} model at ZeRO "
+                                  f"stage {self.zero_optimization.stage}: gradients are reduced and accumulated in the "
+                                  f"model's dtype, or in fp32 at stages 1-3, so it is refused rather than ignored")
+            chosen[where] = named
+        self.gradient_comm_dtype = chosen["communication_data_type"]
+        self.gradient_accum_dtype = chosen["data_types.grad_accum_dtype"]
+        if self.gradient_comm_dtype != model and self.zero_optimization.zero_quantized_gradients:
+            raise ConfigError("communication_data_type and zero_optimization.zero_quantized_gradients both set how "
+                              "gradients travel (qgZ sends 4-bit groups and sums in fp32): choose one")
 
     def _check_combinations(self) -> None:
         if self.fp16.enabled and self.bf16.enabled:
@@ -303,6 +340,7 @@ class DeepSpeedConfig(SimpleNamespace):
                               "(with Hugging Face's Trainer: --fp16 / --bf16 rather than --fp16_backend apex)")
         self._map_legacy_offload()
         self._check_gradient_dtypes()
+        self._check_torch_autocast()
         mode = self.checkpoint.tag_validation.capitalize()
         if mode not in TAG_VALIDATION:
             raise ConfigError(f"checkpoint.tag_validation must be one of {', '.join(TAG_VALIDATION)}, got "

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
-    """One config key. kind: bool, int, float, str, dict (free-form), or a nested Schema.
+    """One config key. kind: bool, int, float, str, dict / list (free-form), or a nested Schema.
     ints accept integral floats (configs write bucket sizes as 5e8); with `infinite`, an int
     key also takes infinity (Accelerate writes steps_per_print as inf for "never")."""
 
@@ -121,6 +121,8 @@ def _check_value(value: Any, key: Key, where: str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
     elif kind is dict and not isinstance(value, dict):
         raise ConfigError(f"{where} must be a JSON object, got {value!r}")
+    elif kind is list and not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, got {value!r}")
     if key.choices and value not in key.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, key.choices))}, got {value!r}"
                           f"{closest(str(value), map(str, key.choices))}")

@@ -33,6 +33,7 @@ from .lr_schedules import build_schedule
 from .monitor import monitors_from
 from .optimizers import build_optimizer
 from .precision import LossScaler, MasterWeights, has_overflow
+from .unused_params import UnusedParamCheck
 from .zero import checkpointing as zero_checkpoint
 from .zero.build import build_zero, partition_for_stage3
 
@@ -66,6 +67,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             activation_checkpointing.configure(None, deepspeed_config=self._config)
         mark_overflow(self.optimizer, False)
         tensor_fragment.link_params(self)
+        self._unused_check = self._make_unused_check()
         self.lr_scheduler = self._make_scheduler(lr_scheduler)
         fp16 = self._config.fp16
         self.loss_scaler = LossScaler(fp16.loss_scale, fp16.initial_scale_power, fp16.loss_scale_window,
@@ -125,6 +127,17 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         self.optimizer, self.basic_optimizer = self.zero, self.zero.optimizer
         self._trainable = [p for g in self.zero.groups for p in g.params]
 
+    def _make_unused_check(self) -> UnusedParamCheck | None:
+        """Every reducing backward checks which params the ranks use (unused_params.py): on one
+        rank only when an unused param must be an error."""
+        reducer = self.zero.reducer if self.zero is not None else self.reducer
+        ignore = self._config.zero_optimization.ignore_unused_parameters
+        if reducer is None or (self.world_size == 1 and ignore):
+            return None
+        params = reducer.params if self.zero is None else [p for g in self.zero.groups for p in g.params]
+        return UnusedParamCheck(self.module, params, ignore, self.world_size,
+                                stage3=self.zero_optimization_stage() == 3)
+
     def _model_dtype(self) -> torch.dtype:
         if self._config.fp16.enabled:
             return torch.float16
@@ -172,8 +185,12 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
 
     # ---- the step -----------------------------------------------------------------
     def forward(self, *inputs, **kwargs):
-        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self._config.fp16.auto_cast \
-            else contextlib.nullcontext()
+        if self._config.torch_autocast.enabled:  # the config allows bf16 only
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
+        elif self._config.fp16.auto_cast:
+            autocast = torch.autocast(self.device.type, dtype=torch.float16)
+        else:
+            autocast = contextlib.nullcontext()
         if self.coordinator is not None:
             self.coordinator.begin_micro_step()
         with autocast, self._timed("forward"):
@@ -204,6 +221,10 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         reducer = self.zero.reducer if self.zero is not None else self.reducer
         if reducer is not None and self.is_gradient_accumulation_boundary() and not self._inside_no_sync:
             reducer.arm()
+        if self._unused_check is not None and reducer.armed:
+            partly_used = self._unused_check.partly_used(loss)
+            if partly_used:
+                reducer.defer(partly_used)
         with self._timed("backward"):
             scaled.backward(retain_graph=retain_graph)
             if self.zero is not None and reducer.armed:

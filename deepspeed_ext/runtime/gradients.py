@@ -37,6 +37,7 @@ class OverlappedAllReduce:
         self.bucket_size = bucket_size
         self.before, self.after = averaging_divisors(world_size, prescale, predivide_factor)
         self.armed = False
+        self.zero_fill: set[int] = set()  # see defer()
         self.bucket: list[torch.Tensor] = []
         self.filled = 0
         self.in_flight: list[tuple] = []
@@ -49,9 +50,18 @@ class OverlappedAllReduce:
         """The next backward is the last of the accumulation: reduce as gradients finish."""
         self.armed = True
 
+    def defer(self, partly_used: list[int]) -> None:
+        """This step some params (indices into params) are used on some ranks only: reduce
+        nothing while backward runs, then everything in param order at finish(), with zeros
+        for those this rank did not use (unused_params.py)."""
+        self.zero_fill = set(partly_used)
+
     def _grad_ready(self, param: torch.Tensor) -> None:
-        if not self.armed or param.grad is None:
+        if not self.armed or param.grad is None or self.zero_fill:
             return
+        self._enqueue(param)
+
+    def _enqueue(self, param: torch.Tensor) -> None:
         if self.bucket and (self.filled + param.grad.numel() > self.bucket_size
                             or param.grad.dtype != self.bucket[0].dtype):
             self._launch()
@@ -73,10 +83,11 @@ class OverlappedAllReduce:
     def finish(self) -> None:
         """Reduce the gradients no hook saw (params unused in the last micro-batch), wait
         for every all-reduce and copy the averages back."""
-        for param in self.params:
+        for index, param in enumerate(self.params):
+            if param.grad is None and index in self.zero_fill:
+                param.grad = torch.zeros_like(param)
             if param.grad is not None and id(param) not in self.reduced:
-                self.armed = True
-                self._grad_ready(param)
+                self._enqueue(param)
         if self.bucket:
             self._launch()
         for work, flat, layout, grads, buffer in self.in_flight:
@@ -84,4 +95,4 @@ class OverlappedAllReduce:
             flat.div_(self.after)
             unflatten(flat, layout, into=grads)
             self.buffers.give(buffer)
-        self.in_flight, self.reduced, self.armed = [], set(), False
+        self.in_flight, self.reduced, self.armed, self.zero_fill = [], set(), False, set()

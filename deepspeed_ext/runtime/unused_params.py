@@ -9,7 +9,8 @@ gradient, and one all-reduce of those flags tells every rank how many ranks use 
 A param used on some ranks only is then reduced like DDP does: with zeros from the ranks
 that did not use it, in a fixed order after backward (no overlap for that step only).
 With zero_optimization.ignore_unused_parameters false, any unused param is an error, raised
-on every rank.
+on every rank; so is a partly used one at ZeRO stage 3, whose backward gathers each module's
+params collectively as the graph reaches it (ranks with different graphs would hang there).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def params_reached(loss: torch.Tensor) -> set[int]:
 
 class UnusedParamCheck:
     def __init__(self, module: torch.nn.Module, params: list[torch.nn.Parameter], ignore_unused: bool,
-                 world_size: int) -> None:
-        self.params, self.ignore_unused, self.world_size = params, ignore_unused, world_size
+                 world_size: int, stage3: bool = False) -> None:
+        self.params, self.ignore_unused, self.world_size, self.stage3 = params, ignore_unused, world_size, stage3
         names = {id(p): name for name, p in module.named_parameters()}
         self.names = [names.get(id(p), f"<param {i}>") for i, p in enumerate(params)]
 
@@ -49,11 +50,17 @@ class UnusedParamCheck:
         if self.world_size > 1:
             dist.all_reduce(used)
         unused = [i for i, count in enumerate(used.tolist()) if count < self.world_size]
+        partly = [i for i in unused if used[i] > 0]
         if unused and not self.ignore_unused:
-            listed = ", ".join(f"{self.names[i]} (used on {int(used[i])} of {self.world_size} ranks)"
-                               for i in unused[:10])
-            raise RuntimeError(f"params without a gradient in this step: {listed}"
-                               f"{' ...' if len(unused) > 10 else ''}; zero_optimization.ignore_unused_parameters "
-                               "is false. Use every param in the loss, freeze the unused ones (requires_grad=False), "
-                               "or set ignore_unused_parameters to true")
-        return [i for i in unused if used[i] > 0]
+            raise RuntimeError(f"params without a gradient in this step: {self._listed(unused, used)}; "
+                               "zero_optimization.ignore_unused_parameters is false. Use every param in the loss, "
+                               "freeze the unused ones (requires_grad=False), or set ignore_unused_parameters to true")
+        if partly and self.stage3:
+            raise RuntimeError(f"params used in the loss on some ranks only: {self._listed(partly, used)}; ZeRO stage "
+                               "3 gathers params collectively in backward, so every rank's loss must reach the same "
+                               "params (freeze the ones some ranks skip, or use stage 0-2)")
+        return partly
+
+    def _listed(self, indices: list[int], used: torch.Tensor) -> str:
+        listed = ", ".join(f"{self.names[i]} (used on {int(used[i])} of {self.world_size} ranks)" for i in indices[:10])
+        return listed + (" ..." if len(indices) > 10 else "")

@@ -69,23 +69,17 @@ def test_a_rank_ending_early_with_0_stops_the_rest_after_the_grace(tmp_path):
     assert_nothing_left(tmp_path, marker)
 
 
-def test_sigkill_to_the_launcher_takes_the_job_with_it(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_a_signal_to_the_launcher_takes_the_job_with_it(tmp_path, sig, code):
+    """SIGTERM: the launcher stops the job itself; SIGKILL: its guard process does."""
     launcher, marker = start_launcher(tmp_path)
     wait_for_files(tmp_path, ["pid0", "pid1", "children0", "children1"])
-    launcher.send_signal(signal.SIGKILL)
+    launcher.send_signal(sig)
     launcher.communicate(timeout=30)
-    killed = time.monotonic()
-    while job_pids(marker, MARKER) and time.monotonic() - killed < STOP_SECONDS + SLACK_SECONDS:
+    assert launcher.returncode == code
+    stopped = time.monotonic()
+    while job_pids(marker, MARKER) and time.monotonic() - stopped < STOP_SECONDS + SLACK_SECONDS:
         time.sleep(0.05)
-    assert_nothing_left(tmp_path, marker)
-
-
-def test_sigterm_to_the_launcher_stops_the_job(tmp_path):
-    launcher, marker = start_launcher(tmp_path)
-    wait_for_files(tmp_path, ["pid0", "pid1", "children0", "children1"])
-    launcher.send_signal(signal.SIGTERM)
-    launcher.communicate(timeout=30)
-    assert launcher.returncode == 128 + signal.SIGTERM
     assert_nothing_left(tmp_path, marker)
 
 
@@ -148,3 +142,19 @@ def test_help_and_argument_checks_do_not_import_torch(tmp_path):
         done = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, env=child_environment(),
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
+
+
+def test_a_failing_rank_on_another_node_stops_both_nodes(tmp_path):
+    """--no_ssh on each node: node 1's rank raises; its launcher stops it, and node 0's rank,
+    whose all-reduce loses its peer, fails too and its launcher stops the rest."""
+    (tmp_path / "hostfile").write_text("node-a slots=1\nnode-b slots=1\n")
+    marker, port = uuid.uuid4().hex, str(free_port())
+    env = {**child_environment(), MARKER: marker}
+    nodes = [subprocess.Popen([sys.executable, "-m", "deepspeed_ext.launcher.runner", "--hostfile", "hostfile",
+                               "--no_ssh", "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", port,
+                               *launched("fail_in_training", tmp_path, "raise")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    errors = [node.communicate(timeout=120)[1] for node in nodes]
+    assert nodes[1].returncode == 1 and "rank 1 fails on purpose" in errors[1]
+    assert nodes[0].returncode != 0 and "rank 0 (pid" in errors[0]
+    assert_nothing_left(tmp_path, marker)

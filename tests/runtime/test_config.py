@@ -108,7 +108,10 @@ def test_errors_name_the_key(given, message):
     ({"curriculum_learning": {"enabled": True}}, "curriculum_learning.enabled: True is not supported"),
     ({"elasticity": {"enabled": True}}, "elasticity.enabled: True is not supported"),
     ({"quantize_training": {"enabled": True}}, "quantize_training.enabled: True is not supported"),
-    ({"torch_autocast": {"enabled": True, "dtype": "bfloat16"}}, "torch_autocast.enabled: True is not supported"),
+    ({"torch_autocast": {"enabled": True, "dtype": "float16"}}, "torch_autocast.dtype: 'float16' is not supported"),
+    ({"torch_autocast": {"enabled": True, "lower_precision_safe_modules": ["torch.nn.Linear"]}},
+     "torch_autocast.lower_precision_safe_modules: .* is not supported"),
+    ({"torch_autocast": {"enabled": True}, "bf16": {"enabled": True}}, "with bf16.enabled the model is already in it"),
     ({"zero_optimization": {"elastic_checkpoint": True}}, "zero_optimization.elastic_checkpoint: True is not"),
     ({"zero_optimization": {"legacy_stage1": True}}, "zero_optimization.legacy_stage1: True is not supported"),
     ({"zero_optimization": {"mics_shard_size": 2}}, "zero_optimization.mics_shard_size: 2 is not supported"),
@@ -116,9 +119,12 @@ def test_errors_name_the_key(given, message):
     ({"sparse_gradients": True}, "sparse_gradients: True is not supported"),
     ({"compile": {"deepcompile": True}}, "compile.deepcompile: True is not supported"),
     ({"communication_data_type": "fp32", "bf16": {"enabled": True}},
-     ("communication_data_type: 'fp32' is not supported by deepspeed_ext: gradients are reduced and accumulated in "
-      "the model's dtype \\(bf16\\)")),
+     "communication_data_type: 'fp32' is not supported by deepspeed_ext with a bf16 model at ZeRO stage 0"),
     ({"data_types": {"grad_accum_dtype": "fp32"}, "bf16": {"enabled": True}}, "data_types.grad_accum_dtype: 'fp32'"),
+    ({"communication_data_type": "fp16", "bf16": {"enabled": True}, "zero_optimization": {"stage": 2}},
+     "communication_data_type: 'fp16' is not supported by deepspeed_ext with a bf16 model at ZeRO stage 2"),
+    ({"communication_data_type": "fp32", "bf16": {"enabled": True},
+      "zero_optimization": {"stage": 3, "zero_quantized_gradients": True}}, "choose one"),
     ({"communication_data_type": "fp8"}, "communication_data_type must be one of fp32, fp16, bf16"),
     ({"seq_parallel_communication_data_type": "fp32"}, "seq_parallel_communication_data_type: 'fp32' is not"),
     ({"fp32_reduce_scatter": True}, "fp32_reduce_scatter: unknown key"),  # not a DeepSpeed key either
@@ -191,3 +197,20 @@ def test_optimizer_and_scheduler_params_are_type_checked(section, message):
     config = {"train_batch_size": 1, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}}, **section}
     with pytest.raises(ConfigError, match=message):
         deepspeed_ext.initialize(model=torch.nn.Linear(3, 1), config=config)
+
+
+def test_torch_autocast_runs_the_forward_in_bf16():
+    import deepspeed_ext
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    x = torch.randn(4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x)
+    config = {"train_batch_size": 4, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}},
+              "torch_autocast": {"enabled": True, "dtype": "bfloat16"}}
+    engine = deepspeed_ext.initialize(model=model, config=config)[0]
+    out = engine(x)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+    engine.backward(out.float().sum())
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in engine.module.parameters())

@@ -89,14 +89,17 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     groups = [{**g, "params": [p for p in g["params"] if id(p) not in seen and not seen.add(id(p))]} for g in groups]
     if offload:  # the unit the CPU steps (and NVMe swaps) at a time
         groups = [sub for g in groups for sub in _sub_groups(g, zero.sub_group_size)]
+    fp32_accumulation = config.gradient_accum_dtype == "fp32" and model_dtype != torch.float32
     sharded = [make_group(g["params"], {k: v for k, v in g.items() if k != "params"}, world_size, rank,
-                          master_device, offload, zero.offload_optimizer.pin_memory)
+                          master_device, offload, zero.offload_optimizer.pin_memory, fp32_accumulation)
                for g in groups if g["params"]]
     inner = make_optimizer([{**g.options, "params": [g.master]} for g in sharded], master_device)
     check_shardable(inner, config)
     reducer = ShardedGradReducer(sharded, world_size, rank, min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
-                                 every_micro_step=stage >= 2,
+                                 # fp32 accumulation at stage 1: micro-batch sums land in the fp32 shards
+                                 every_micro_step=stage >= 2 or fp32_accumulation,
                                  transport=_gradient_transport(zero),
+                                 comm_dtype=torch.float32 if config.gradient_comm_dtype == "fp32" else model_dtype,
                                  prescale=config.prescale_gradients,
                                  predivide_factor=config.gradient_predivide_factor,
                                  on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)

@@ -56,7 +56,8 @@ class ShardedGradReducer:
 
     def __init__(self, groups: list[ShardedGroup], world_size: int, rank: int, bucket_size: int,
                  every_micro_step: bool, transport: str = "all_reduce", prescale: bool = False,
-                 predivide_factor: float = 1.0, on_reduced: Callable[[torch.nn.Parameter], None] | None = None) -> None:
+                 predivide_factor: float = 1.0, on_reduced: Callable[[torch.nn.Parameter], None] | None = None,
+                 comm_dtype: torch.dtype | None = None) -> None:
         self.world_size, self.rank, self.bucket_size = world_size, rank, bucket_size
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
@@ -64,6 +65,7 @@ class ShardedGradReducer:
         self.launches = 0  # numbers the stochastic-rounding seeds
         self.before, self.after = averaging_divisors(world_size, prescale, predivide_factor)
         self.on_reduced = on_reduced
+        self.comm_dtype = comm_dtype  # communication_data_type; None: the gradients' own
         self.armed = every_micro_step
         self.bucket: list[tuple[ShardedGroup, int, torch.Tensor]] = []
         self.filled = 0
@@ -71,6 +73,7 @@ class ShardedGradReducer:
         # A bucket never holds more than every gradient: a small model keeps a small buffer.
         self.buffers = BufferPool(min(bucket_size, sum(p.numel() for g in groups for p in g.params)))
         self.reduced: set[int] = set()
+        self.zero_fill: set[int] = set()  # see defer()
         self.groups = groups
         self.hooks = [param.register_post_accumulate_grad_hook(weak_method(self._param_ready, number, index))
                       for number, group in enumerate(groups) for index, param in enumerate(group.params)]
@@ -79,14 +82,25 @@ class ShardedGradReducer:
         """Stage 1: the next backward is the last of the accumulation."""
         self.armed = True
 
+    def defer(self, partly_used: list[int]) -> None:
+        """This backward some params (indices in group order) are used on some ranks only:
+        reduce nothing while it runs, then everything in param order at finish(), with zeros
+        for those this rank did not use (unused_params.py)."""
+        self.zero_fill = set(partly_used)
+
     def _param_ready(self, group_number: int, index: int, param: torch.nn.Parameter) -> None:
         self._grad_ready(self.groups[group_number], index, param)
 
     def _grad_ready(self, group: ShardedGroup, index: int, param: torch.nn.Parameter) -> None:
-        if not self.armed or param.grad is None:
+        if not self.armed or param.grad is None or self.zero_fill:
             return
+        self._enqueue(group, index, param)
+
+    def _enqueue(self, group: ShardedGroup, index: int, param: torch.nn.Parameter) -> None:
         grad = param.grad
         param.grad = None  # the bucket keeps it alive until it is sent
+        if grad is None:  # used on other ranks only this step: this rank adds zeros
+            grad = torch.zeros(getattr(param, "ds_shape", param.shape), dtype=param.dtype, device=param.device)
         if self.bucket and self.filled + grad.numel() > self.bucket_size:
             self._launch()
         self.bucket.append((group, index, grad))
@@ -125,6 +139,8 @@ class ShardedGradReducer:
                     mine.append((group, offset, position, piece.numel()))
                 position += piece.numel()
         zero_gather_ops().flatten_into(send, sources, positions)  # one coalesced pass; section gaps zeroed
+        if self.comm_dtype is not None and send.dtype != self.comm_dtype:
+            send = send.to(self.comm_dtype)  # summed across ranks in it, then added into the shards
         if self.before != 1.0:
             send.div_(self.before)
         if self.world_size == 1:
@@ -175,13 +191,14 @@ class ShardedGradReducer:
         """At the end of a backward that reduced: reduce gradients no hook saw (params unused
         in the last micro-batch but used in an earlier one), send the last partial bucket, and
         wait for every bucket, adding the sums into the shards."""
+        position = 0
         for group in self.groups:
             for index, param in enumerate(group.params):
-                if param.grad is not None and id(param) not in self.reduced:
-                    self.armed = True
-                    self._grad_ready(group, index, param)
+                if id(param) not in self.reduced and (param.grad is not None or position in self.zero_fill):
+                    self._enqueue(group, index, param)
+                position += 1
         if self.bucket:
             self._launch()
         while self.in_flight:
             self._complete(self.in_flight.pop(0))
-        self.reduced, self.armed = set(), self.every_micro_step
+        self.reduced, self.armed, self.zero_fill = set(), self.every_micro_step, set()

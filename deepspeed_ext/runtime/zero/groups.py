@@ -62,14 +62,17 @@ def _master(lp_shard: torch.Tensor, master_device: torch.device, pin: bool) -> t
     return torch.nn.Parameter(master, requires_grad=False)
 
 
-def _gradient_placement(lp_shard: torch.Tensor, master_device: torch.device, offload: bool):
+def _gradient_placement(lp_shard: torch.Tensor, master_device: torch.device, offload: bool, fp32_gradients: bool):
     """Gradients stay in the model's dtype (as in DeepSpeed, and the ZeRO paper's 2 bytes a
-    param) unless offloaded, where the CPU optimizer wants fp32 beside its masters."""
-    return (torch.float32, master_device) if offload else (lp_shard.dtype, lp_shard.device)
+    param) unless offloaded, where the CPU optimizer wants fp32 beside its masters, or
+    accumulated in fp32 (data_types.grad_accum_dtype)."""
+    if offload:
+        return torch.float32, master_device
+    return (torch.float32 if fp32_gradients else lp_shard.dtype), lp_shard.device
 
 
 def flat_group(params, options: dict, world_size: int, rank: int, master_device: torch.device,
-               offload: bool = False, pin_memory: bool = False) -> ShardedGroup:
+               offload: bool = False, pin_memory: bool = False, fp32_gradients: bool = False) -> ShardedGroup:
     """Stage 1-2: move the params into one flat buffer (64-byte aligned, padded to world_size
     equal slices) and keep an fp32 master of this rank's slice."""
     alignment = max(1, 64 // params[0].element_size())
@@ -79,11 +82,11 @@ def flat_group(params, options: dict, world_size: int, rank: int, master_device:
     part = layout.partition(rank)
     lp_shard = flat.narrow(0, part.start, part.end - part.start)
     return ShardedGroup(list(params), options, layout, rank, lp_shard, _master(lp_shard, master_device, pin_memory),
-                        *_gradient_placement(lp_shard, master_device, offload), flat)
+                        *_gradient_placement(lp_shard, master_device, offload, fp32_gradients), flat)
 
 
 def per_tensor_group(params, options: dict, world_size: int, rank: int, master_device: torch.device,
-                     offload: bool = False, pin_memory: bool = False) -> ShardedGroup:
+                     offload: bool = False, pin_memory: bool = False, fp32_gradients: bool = False) -> ShardedGroup:
     """Stage 3: the params are already partitioned (ds_tensor); gather their shards into one
     contiguous buffer, so the optimizer writes them in one pass, and point ds_tensor into it."""
     layout = PerTensorLayout(tuple(p.ds_numel for p in params), world_size)
@@ -96,4 +99,4 @@ def per_tensor_group(params, options: dict, world_size: int, rank: int, master_d
     for param, offset, size in zip(params, layout.shard_offsets, layout.slice_sizes):
         param.ds_master_shard = master.data.narrow(0, offset, size)  # GatheredParameters edits land here too
     return ShardedGroup(list(params), options, layout, rank, lp_shard, master,
-                        *_gradient_placement(lp_shard, master_device, offload))
+                        *_gradient_placement(lp_shard, master_device, offload, fp32_gradients))
