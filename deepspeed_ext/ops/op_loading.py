@@ -22,11 +22,16 @@ def load_mutating_ops(builder_class: type[OpBuilder], op_names: tuple[str, ...])
 
 
 def _mutates_only(name: str, *args, **kwargs) -> None:
-    """The fake (meta) kernel. A call that mixes meta tensors with real ones is dispatched here
-    too, and would silently copy nothing into the real ones: refuse it."""
-    tensors = [t for arg in (*args, *kwargs.values()) for t in (arg if isinstance(arg, (list, tuple)) else [arg])
+    check_one_device(name, *args, *kwargs.values())
+
+
+def check_one_device(name: str, *args) -> None:
+    """For fake (meta) kernels. A call that mixes meta tensors with real ones is dispatched to
+    the fake kernel too, which would silently copy nothing or return uninitialised memory:
+    refuse it."""
+    tensors = [t for arg in args for t in (arg if isinstance(arg, (list, tuple)) else [arg])
                if isinstance(t, torch.Tensor)]
     devices = sorted({str(t.device) for t in tensors})
     if len(devices) > 1:
         raise RuntimeError(f"deepspeed_ext::{name}: every tensor must be on one device, got {', '.join(devices)} "
-                           "(a meta tensor holds no data to copy)")
+                           "(a meta tensor holds no data)")

@@ -146,7 +146,7 @@ def test_ds_quantizer_stochastic_rounding_picks_a_neighbouring_level():
     (lambda: quantize(torch.randn(8), 4, bits=2), "bits must be 8 or 4"),
     (lambda: quantize(torch.arange(8), 4), "supported are float32, bfloat16 and float16"),
     (lambda: dequantize(torch.zeros(8, dtype=torch.uint8), torch.ones(3), torch.zeros(3), 4),
-     "packed must be a contiguous Byte tensor of 12 elements"),
+     "packed has 8 bytes; 3 groups of 4 8-bit values need 12"),
     (lambda: ds_quantizer(torch.randn(10), groups=3), "not divisible into 3 groups"),
 ])
 def test_bad_input_is_named(make, match):
@@ -176,3 +176,16 @@ def test_cuda_writes_the_cpu_bytes():
         assert all(torch.equal(a, b.cpu()) for a, b in zip(on_cpu, on_gpu))
         assert torch.equal(dequantize(*on_cpu, 64, bits, symmetric, torch.float16),
                            dequantize(*on_gpu, 64, bits, symmetric, torch.float16).cpu())
+
+
+def test_bad_tensors_and_sizes_are_refused_before_any_allocation():
+    values = torch.randn(256)
+    packed, scales, offsets = quantize(values, 128, 8)
+    with pytest.raises(ValueError, match="input has layout torch.sparse_coo"):
+        quantize(values.to_sparse(), 128, 8)
+    with pytest.raises(ValueError, match="2 groups of 1000000000000 8-bit values need"):
+        dequantize(packed, scales, offsets, 10**12, 8)  # would have sized a 4 TB output
+    with pytest.raises(ValueError, match="bits 4 or 8"):
+        dequantize(packed, scales, offsets, 128, 3)
+    with pytest.raises(RuntimeError, match="every tensor must be on one device, got cpu, meta"):
+        dequantize(packed, scales.to("meta"), offsets, 128, 8)

@@ -343,3 +343,11 @@ def test_nan_and_inf_propagate_as_in_dense_attention(name, tensor, value):
     assert out.isnan().any()
     assert torch.equal(out.isnan(), expected.isnan())
     torch.testing.assert_close(out.nan_to_num(0.0), expected.to(out.dtype).nan_to_num(0.0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_meta_tensor_among_real_ones_is_refused():
+    module = SparseSelfAttention(configs(16, "bidirectional")["fixed"], max_seq_length=64)
+    q, k, v = (t.detach() for t in inputs(1, 64, 8))
+    with pytest.raises(RuntimeError, match="every tensor must be on one device, got cpu, meta"):
+        module(q, k.to("meta"), v)
+    assert module(q.to("meta"), k.to("meta"), v.to("meta")).is_meta  # all meta: shapes only, for tracing

@@ -17,6 +17,7 @@ import functools
 import torch
 
 from deepspeed_ext.ops.op_builder import SparseAttentionBuilder
+from deepspeed_ext.ops.op_loading import check_one_device
 
 from .lut import nonzero_blocks
 
@@ -40,27 +41,33 @@ def _register_python_parts() -> None:
 
     @torch.library.register_fake(lib + "sparse_sdd")
     def _(a, b, lut, block):
+        check_one_device("sparse_sdd", a, b, lut)
         nnz = nonzero_blocks(lut, a.shape[1], a.shape[2] // block)
         return a.new_empty((a.shape[0], nnz, block, block), dtype=scores_dtype(a.dtype))
 
     @torch.library.register_fake(lib + "sparse_dsd")
     def _(s, v, lut, block, transpose):
+        check_one_device("sparse_dsd", s, v, lut)
         return torch.empty_like(v)
 
     @torch.library.register_fake(lib + "sparse_softmax")
     def _(scores, lut, heads, seq, block, scale, rpe, key_padding_mask, attn_mask, kp_mode, attn_mode, causal):
+        check_one_device("sparse_softmax", scores, lut, rpe, key_padding_mask, attn_mask)
         return torch.empty_like(scores)
 
     @torch.library.register_fake(lib + "sparse_softmax_backward")
     def _(probs, grad, lut, heads, seq, block, scale):
+        check_one_device("sparse_softmax_backward", probs, grad, lut)
         return torch.empty_like(probs)
 
     @torch.library.register_fake(lib + "sparse_attention")
     def _(q, k, v, lut, block, scale, rpe, key_padding_mask, attn_mask, kp_mode, attn_mode, causal):
+        check_one_device("sparse_attention", q, k, v, lut, rpe, key_padding_mask, attn_mask)
         return torch.empty_like(q)
 
     @torch.library.register_fake(lib + "sparse_attention_backward")
     def _(grad, q, k, v, lut, block, scale, rpe, key_padding_mask, attn_mask, kp_mode, attn_mode, causal):
+        check_one_device("sparse_attention_backward", grad, q, k, v, lut, rpe, key_padding_mask, attn_mask)
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
     ops = torch.ops.deepspeed_ext
