@@ -110,6 +110,7 @@ class EngineContract:
             self.coordinator.remove_hooks()
         for param in self.module.parameters():
             param.__dict__.pop("_ds_link", None)
+            param.__dict__.pop("ds_master_shard", None)  # stage 3: a view that keeps the fp32 masters alive
             if self.zero is not None and self.zero.stage < 3:
                 param.grad = None
         self.optimizer = self.basic_optimizer = self.lr_scheduler = None

@@ -50,11 +50,17 @@ def rss_after_each_dropped_engine(stage: int, destroy: bool) -> list[float]:
     return readings
 
 
+MODEL_MB = 8 * (1024 * 1024 + 1024) * 2 / 2**20  # the bf16 params a destroyed engine's module still holds
+
+
 @pytest.mark.parametrize("stage", [0, 2, 3])
 @pytest.mark.parametrize("destroy", [False, True])
 def test_dropped_engines_give_their_memory_back(stage, destroy):
+    """Dropped: five engines end within 10% of the RSS after the first. Destroyed but still
+    referenced: each keeps only its module's own params (the user's model)."""
     readings = run_ranks(rss_after_each_dropped_engine, 1, stage, destroy)[0]
-    assert max(readings[1:]) <= readings[0] * (1 + TOLERANCE), readings
+    kept = [index * MODEL_MB if destroy else 0.0 for index in range(ENGINES)]
+    assert all(reading - own <= readings[0] * (1 + TOLERANCE) for reading, own in zip(readings, kept)), readings
 
 
 def test_a_destroyed_engine_refuses_to_train_or_save(tmp_path):
