@@ -73,7 +73,7 @@ def stop_job(job_id: str, groups: list[int], reap=lambda: None) -> None:
     deadline = time.monotonic() + TERM_GRACE_SECONDS
     while time.monotonic() < deadline:
         reap()
-        if not job_pids(job_id) and not _groups_alive(groups):
+        if not _signal_all(job_id, groups, 0):  # signal 0: only asks whether anything is there
             return
         time.sleep(POLL_SECONDS)
     for _ in range(100):  # a process may fork while being killed: sweep until nothing answers
@@ -81,17 +81,6 @@ def stop_job(job_id: str, groups: list[int], reap=lambda: None) -> None:
             return
         time.sleep(POLL_SECONDS)
         reap()
-
-
-def _groups_alive(groups: list[int]) -> bool:
-    alive = False
-    for group in groups:
-        try:
-            os.killpg(group, 0)
-            alive = True
-        except (ProcessLookupError, PermissionError):
-            pass
-    return alive
 
 
 class Guard:

@@ -38,6 +38,19 @@ def decode_world_info(text: str) -> dict[str, list[int]]:
     return json.loads(base64.urlsafe_b64decode(text.encode()))
 
 
+def node_arguments(args, resources: dict[str, list[int]], node_rank: int | str) -> list[str]:
+    """This module's command-line arguments for one node of a run the runner's `args` describe
+    (node_rank may be pdsh's %n placeholder)."""
+    flags = [f"--world_info={encode_world_info(resources)}", f"--node_rank={node_rank}",
+             f"--master_addr={args.master_addr}", f"--master_port={args.master_port}",
+             f"--exit_grace={args.exit_grace}"]
+    flags += [f"--{flag}" for flag in ("module", "no_python", "no_local_rank", "bind_cores_to_rank")
+              if getattr(args, flag)]
+    if args.enable_each_rank_log:
+        flags.append(f"--enable_each_rank_log={args.enable_each_rank_log}")
+    return [*flags, args.user_script, *args.user_args]
+
+
 def rank_environment(resources: dict[str, list[int]], node_rank: int, master_addr: str,
                      master_port: int) -> list[dict[str, str]]:
     """The environment of each local rank of node `node_rank`."""
@@ -158,7 +171,7 @@ def _describe(code: int) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return f"was killed by {name} (exit code {128 - code})"
+        return f"was killed by {name} (exit code {_exit_code(code)})"
     return f"exited with code {code}"
 
 

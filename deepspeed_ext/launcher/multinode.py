@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .launch import encode_world_info
+from .launch import node_arguments
 
 EXPORT_PREFIXES = ("NCCL", "PYTHON", "MV2", "UCX", "OMP_", "CUDA_VISIBLE_DEVICES", "TORCH_EXTENSIONS_DIR")
 
@@ -29,18 +29,9 @@ def script_command(args) -> list[str]:
 def pdsh_command(args, resources: dict[str, list[int]], exports: dict[str, str]) -> list[str]:
     """pdsh runs launch.py on every host; %n becomes each host's index (its node rank)."""
     exporting = " ".join(f"export {k}={shlex.quote(v)};" for k, v in exports.items())
-    launch = [sys.executable, "-u", "-m", "deepspeed_ext.launcher.launch",
-              f"--world_info={encode_world_info(resources)}", "--node_rank=%n",
-              f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"]
-    for flag in ("module", "no_python", "no_local_rank", "bind_cores_to_rank"):
-        if getattr(args, flag):
-            launch.append(f"--{flag}")
-    if args.enable_each_rank_log:
-        launch.append(f"--enable_each_rank_log={args.enable_each_rank_log}")
-    launch.append(f"--exit_grace={args.exit_grace}")
+    command = [sys.executable, "-u", "-m", "deepspeed_ext.launcher.launch", *node_arguments(args, resources, "%n")]
     remote = f"{exporting} cd {shlex.quote(str(args.workdir))}; " + " ".join(
-        shlex.quote(part) if part != "--node_rank=%n" else part for part in
-        [*launch, args.user_script, *args.user_args])
+        shlex.quote(part) if part != "--node_rank=%n" else part for part in command)
     return ["pdsh", "-S", "-f", "1024", *shlex.split(args.launcher_args), "-w", ",".join(resources), remote]
 
 

@@ -139,17 +139,6 @@ def resolve_resources(args) -> dict[str, list[int]]:
     return select_resources(hosts, args.include, args.exclude, args.num_nodes, args.num_gpus)
 
 
-def launch_args(args, resources: dict[str, list[int]], node_rank: int) -> list[str]:
-    flags = [f"--world_info={launch.encode_world_info(resources)}", f"--node_rank={node_rank}",
-             f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"]
-    flags += [f"--{flag}" for flag in ("module", "no_python", "no_local_rank", "bind_cores_to_rank")
-              if getattr(args, flag)]
-    flags.append(f"--exit_grace={args.exit_grace}")
-    if args.enable_each_rank_log:
-        flags.append(f"--enable_each_rank_log={args.enable_each_rank_log}")
-    return [*flags, args.user_script, *args.user_args]
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -167,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     args.workdir = os.getcwd()
     os.environ.update(extra_env)
     if args.no_ssh or not multi:
-        sys.exit(launch.run(launch.parser().parse_args(launch_args(args, resources, max(args.node_rank, 0)))))
+        sys.exit(launch.run(launch.parser().parse_args(launch.node_arguments(args, resources, max(args.node_rank, 0)))))
     exports = multinode.exported_environment(dict(os.environ), extra_env)
     builders = {"pdsh": multinode.pdsh_command, "openmpi": multinode.mpi_command, "mpich": multinode.mpi_command,
                 "slurm": multinode.slurm_command}

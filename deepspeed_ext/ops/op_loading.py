@@ -35,3 +35,14 @@ def check_one_device(name: str, *args) -> None:
     if len(devices) > 1:
         raise RuntimeError(f"deepspeed_ext::{name}: every tensor must be on one device, got {', '.join(devices)} "
                            "(a meta tensor holds no data)")
+
+
+def check_dense(op: str, named) -> None:
+    """(name, tensor) pairs an op's glue takes: each must be a plain strided tensor (a sparse
+    one would reach the dispatcher with no kernel to name the problem). Device and dtype are
+    the kernels' own checks, and check_one_device's for meta tensors."""
+    for name, tensor in named:
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(tensor).__name__}")
+        if tensor.layout != torch.strided:
+            raise ValueError(f"{op}: {name} has layout {tensor.layout}; only dense (strided) tensors are supported")

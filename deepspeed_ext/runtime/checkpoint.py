@@ -43,12 +43,17 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def durable_torch_save(obj, path: Path) -> None:
-    """torch.save, with the bytes on disk (not only in the page cache) when it returns."""
+def _write_durably(path: Path, write) -> None:
+    """write(file) into a new file at `path`, with the bytes on disk (not only in the page
+    cache) when it returns."""
     with open(path, "wb") as out:
-        torch.save(obj, out)
+        write(out)
         out.flush()
         os.fsync(out.fileno())
+
+
+def durable_torch_save(obj, path: Path) -> None:
+    _write_durably(path, lambda out: torch.save(obj, out))
 
 
 def fsync_folder(path: Path) -> None:
@@ -60,22 +65,16 @@ def fsync_folder(path: Path) -> None:
         os.close(descriptor)
 
 
+def _atomic_write(path: Path, write) -> None:
+    """Write a temporary file in the same folder, durably, and rename it over `path`."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write_durably(temporary, write)
+    os.replace(temporary, path)
+    fsync_folder(path.parent)
+
+
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    durable_torch_save(obj, temporary)
-    os.replace(temporary, path)
-    fsync_folder(path.parent)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    fsync_folder(path.parent)
+    _atomic_write(path, lambda out: torch.save(obj, out))
 
 
 def _barrier() -> None:
@@ -91,11 +90,9 @@ def agreed_tag(save_dir, tag: str, mode: str) -> str:
     under rank 0's tag. (DeepSpeed saves each rank under its own tag, leaving folders no load
     can use; one shared folder is the only layout this checkpoint has.)"""
     world = dist.get_world_size() if dist.is_initialized() else 1
-    given = [None] * world
+    given = [(str(save_dir), tag)] * world
     if world > 1:
-        dist.all_gather_object(given, (str(save_dir), tag))
-    else:
-        given = [(str(save_dir), tag)]
+        dist.all_gather_object(given, given[0])
     for rank, (folder, name) in enumerate(given):
         where = f" (on rank {rank})" if world > 1 else ""
         if not folder.strip():
@@ -143,7 +140,7 @@ def save(save_dir: str | os.PathLike, tag: str, files: dict[str, object], rank: 
         fsync_folder(root)
         shutil.rmtree(retired, ignore_errors=True)
         if save_latest:
-            atomic_write_text(tag, root / LATEST)
+            _atomic_write(root / LATEST, lambda out: out.write(tag.encode()))
     _barrier()
     return final
 

@@ -140,8 +140,9 @@ def check_arguments(values: dict, function, where: str) -> None:
     function they are passed to takes, judged by each parameter's default and annotation: a
     number where it takes a number (or a list of them where it also takes a sequence, as
     per-group learning rates), a bool for a flag, a list of numbers for a tuple, a string."""
+    parameters = inspect.signature(function).parameters
     for name, value in values.items():
-        parameter = inspect.signature(function).parameters.get(name)
+        parameter = parameters.get(name)
         if parameter is None or value is None:
             continue
         problem = _argument_problem(value, parameter)

@@ -36,7 +36,8 @@ class WeakAttribute:
             return None
         target = reference()
         if target is None:
-            raise RuntimeError("the engine that trained this param is gone (dropped or destroyed)")
+            raise RuntimeError("the engine that trained this param is gone (dropped or destroyed): keep a reference "
+                               "to the engine while reading its params' training state (safe_get_full_* and co.)")
         return target
 
     def __set__(self, instance, value) -> None:

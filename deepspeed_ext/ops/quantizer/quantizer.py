@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from deepspeed_ext.ops.op_builder import QuantizerBuilder
-from deepspeed_ext.ops.op_loading import load_mutating_ops
+from deepspeed_ext.ops.op_loading import check_dense, load_mutating_ops
 
 
 def quantizer_ops():
@@ -22,7 +22,7 @@ def quantize(input: torch.Tensor, group_size: int = 256, bits: int = 8, symmetri
     Symmetric levels are signed (int8 / 4-bit two's complement), asymmetric unsigned.
     stochastic rounds down or up at random (reproducible from `seed`), unbiased on average.
     inf / NaN raise. `out`: the three tensors to write (reused buffers save page faults)."""
-    _check_dense("input", input)
+    check_dense("quantize", [("input", input)])
     input = input.contiguous()
     if out is None:
         groups = input.numel() // group_size if group_size > 0 else 0
@@ -38,8 +38,7 @@ def dequantize(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor
                shape=None, out: torch.Tensor | None = None) -> torch.Tensor:
     """The values `quantize` encoded, in `dtype` (or into `out`), shaped as `shape` (flat by default).
     Symmetric groups have offset 0, so `offsets` is not read when `symmetric`."""
-    for name, tensor in (("packed", packed), ("scales", scales), ("offsets", offsets)):
-        _check_dense(name, tensor)
+    check_dense("dequantize", [("packed", packed), ("scales", scales), ("offsets", offsets)])
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or bits not in (4, 8):
         raise ValueError(f"dequantize: group_size must be a positive integer and bits 4 or 8, got {group_size!r} "
                          f"and {bits!r}")
@@ -50,13 +49,6 @@ def dequantize(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor
         out = torch.empty(scales.numel() * group_size, dtype=dtype, device=packed.device)
     quantizer_ops().dequantize_into(packed, scales, offsets, out, group_size, bits, symmetric)
     return out if shape is None else out.view(shape)
-
-
-def _check_dense(name: str, tensor) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
-    if tensor.layout != torch.strided:
-        raise ValueError(f"{name} has layout {tensor.layout}; the quantizer takes dense (strided) tensors")
 
 
 def ds_quantizer(input: torch.Tensor, groups: int = 1, bit_num: int = 8, sr: bool = False, asym: bool = False,

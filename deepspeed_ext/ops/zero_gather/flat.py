@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from deepspeed_ext.ops.op_builder import ZeroGatherBuilder
-from deepspeed_ext.ops.op_loading import load_mutating_ops
+from deepspeed_ext.ops.op_loading import check_dense, load_mutating_ops
 
 
 def zero_gather_ops():
@@ -29,21 +29,6 @@ def _check_counts(alignment: int, world_size: int) -> None:
     for name, value, limit in (("alignment", alignment, MAX_ALIGNMENT), ("world_size", world_size, MAX_WORLD_SIZE)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
             raise ValueError(f"{name} must be an integer from 1 to {limit}, got {value!r}")
-
-
-def check_tensors(op: str, tensors: list, flat: torch.Tensor, flat_name: str, first_index: int = 0) -> None:
-    """What the copy kernels need, checked before dispatch (a meta tensor among real ones would
-    send the call to the meta kernel, which copies nothing): plain strided tensors of flat's
-    dtype, on flat's device."""
-    for name, tensor in ((flat_name, flat), *((f"tensors[{i}]", t) for i, t in enumerate(tensors, first_index))):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a tensor, got {type(tensor).__name__}")
-        if tensor.layout != torch.strided:
-            raise ValueError(f"{op}: {name} has layout {tensor.layout}; only dense (strided) tensors can be copied")
-        if tensor.device != flat.device:
-            raise ValueError(f"{op}: {name} is on {tensor.device} but {flat_name} is on {flat.device}")
-        if tensor.dtype != flat.dtype:
-            raise ValueError(f"{op}: {name} has dtype {tensor.dtype} but {flat_name} has {flat.dtype}")
 
 
 @dataclass(frozen=True)
@@ -145,14 +130,12 @@ def flatten(tensors, alignment: int = 1, world_size: int = 1, out: torch.Tensor 
     tensors = list(tensors)
     if not tensors:
         raise ValueError("flatten needs at least one tensor")
-    check_tensors("flatten", tensors[1:], tensors[0], "tensors[0]", first_index=1)
+    check_dense("flatten", ((f"tensors[{i}]", t) for i, t in enumerate(tensors)))
     layout = FlatLayout.of(tensors, alignment, world_size)
     if out is None:
         out = torch.empty(layout.total, dtype=tensors[0].dtype, device=tensors[0].device)
-    else:
-        check_tensors("flatten", tensors, out, "out")
-        if out.numel() != layout.total:
-            raise ValueError(f"out has {out.numel()} elements; this layout needs {layout.total}")
+    elif out.numel() != layout.total:
+        raise ValueError(f"out has {out.numel()} elements; this layout needs {layout.total}")
     zero_gather_ops().flatten_into(out, [t.contiguous() for t in tensors], list(layout.offsets))
     return out, layout
 
@@ -166,7 +149,7 @@ def unflatten(flat: torch.Tensor, layout: FlatLayout, into=None):
         return [flat.narrow(0, offset, shape.numel()).view(shape) for shape, offset in zip(layout.shapes,
                                                                                          layout.offsets)]
     into = list(into)
-    check_tensors("unflatten", into, flat, "flat")
+    check_dense("unflatten", ((f"into[{i}]", t) for i, t in enumerate(into)))
     zero_gather_ops().unflatten_from(flat, into, list(layout.offsets))
     return into
 

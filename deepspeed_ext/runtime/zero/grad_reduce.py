@@ -139,8 +139,11 @@ class ShardedGradReducer:
                     mine.append((group, offset, position, piece.numel()))
                 position += piece.numel()
         zero_gather_ops().flatten_into(send, sources, positions)  # one coalesced pass; section gaps zeroed
-        if self.comm_dtype is not None and send.dtype != self.comm_dtype:
-            send = send.to(self.comm_dtype)  # summed across ranks in it, then added into the shards
+        if self.comm_dtype is not None and send.dtype != self.comm_dtype:  # summed across ranks in it
+            wide = self.buffers.take(total, self.comm_dtype, send.device)
+            send = wide.narrow(0, 0, total).copy_(send)
+            self.buffers.give(buffer)  # the model-dtype staging is free again at once
+            buffer = wide
         if self.before != 1.0:
             send.div_(self.before)
         if self.world_size == 1:
