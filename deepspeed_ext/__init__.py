@@ -12,7 +12,9 @@ from .version import __version__
 # in this package, must answer --help and argument errors without it.
 _LAZY = {"zero": ("deepspeed_ext.zero", None), "init_distributed": ("deepspeed_ext.comm", "init_distributed"),
          "init_inference": ("deepspeed_ext.inference", "init_inference"),
-         "checkpointing": ("deepspeed_ext.runtime.activation_checkpointing", None)}
+         "checkpointing": ("deepspeed_ext.runtime.activation_checkpointing", None),
+         "pipe": ("deepspeed_ext.pipe", None), "PipelineModule": ("deepspeed_ext.pipe", "PipelineModule"),
+         "PipelineEngine": ("deepspeed_ext.pipe", "PipelineEngine")}
 
 
 def __getattr__(name: str):
@@ -31,6 +33,7 @@ def initialize(args=None, model=None, optimizer=None, model_parameters=None, tra
     """Wrap a model for training, as deepspeed.initialize: returns (engine, optimizer,
     training_dataloader, lr_scheduler). The config comes from `config` (dict, path or JSON
     text), `config_params` (its old name) or `args.deepspeed_config`; giving two is an error."""
+    from .pipe import PipelineEngine, PipelineModule
     from .runtime.engine import DeepSpeedEngine
 
     if model is None:
@@ -44,7 +47,8 @@ def initialize(args=None, model=None, optimizer=None, model_parameters=None, tra
     if len(sources) != 1:
         raise ConfigError("give the DeepSpeed config exactly once, as config=, config_params= or "
                           f"args.deepspeed_config (got {', '.join(sources) or 'none'})")
-    engine = DeepSpeedEngine(model, next(iter(sources.values())), optimizer=optimizer,
+    engine_class = PipelineEngine if isinstance(model, PipelineModule) else DeepSpeedEngine
+    engine = engine_class(model, next(iter(sources.values())), optimizer=optimizer,
                              model_parameters=model_parameters, training_data=training_data,
                              lr_scheduler=lr_scheduler, collate_fn=collate_fn, dist_init_required=dist_init_required)
     return engine, engine.optimizer, engine.training_dataloader, engine.lr_scheduler
@@ -60,5 +64,5 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-__all__ = ["ConfigError", "__version__", "add_config_arguments", "checkpointing", "init_distributed", "init_inference",
-           "initialize", "zero"]
+__all__ = ["ConfigError", "PipelineEngine", "PipelineModule", "__version__", "add_config_arguments", "checkpointing", "init_distributed",
+           "init_inference", "initialize", "pipe", "zero"]

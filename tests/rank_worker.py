@@ -22,4 +22,7 @@ def main(job_path: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    code = main(*sys.argv[1:])
+    # sys.exit looked up after the job: init_distributed wraps it to note a failing exit, which
+    # then ends the process at once instead of waiting for peers at teardown (comm.py)
+    sys.exit(code)

@@ -41,6 +41,12 @@ MODULES = {
     "deepspeed.checkpoint.utils": "deepspeed_ext.runtime.nested",
     "deepspeed.launcher.runner": "deepspeed_ext.launcher.runner",
     "deepspeed.sequence.layer": "deepspeed_ext.sequence.layer",
+    "deepspeed.pipe": "deepspeed_ext.pipe",
+    "deepspeed.runtime.pipe": "deepspeed_ext.pipe",
+    "deepspeed.runtime.pipe.module": "deepspeed_ext.pipe.module",
+    "deepspeed.runtime.pipe.topology": "deepspeed_ext.pipe.topology",
+    "deepspeed.runtime.pipe.schedule": "deepspeed_ext.pipe.schedule",
+    "deepspeed.runtime.pipe.engine": "deepspeed_ext.pipe.engine",
 }
 # names a compat module takes from elsewhere in deepspeed_ext than its main source
 ELSEWHERE = {("deepspeed", "DeepSpeedEngine"), ("deepspeed", "__version__"), ("deepspeed", "__deepspeed_ext_version__"),

@@ -21,6 +21,8 @@ from typing import Any
 from .config_schema import ConfigError, Key, Schema, check_section, disabled_feature, off
 from .lr_schedules import SCHEDULES
 
+PIPELINE_SCHEDULES = ("1f1b", "zb_h1")  # deepspeed_ext/pipe/schedule.py
+
 MONITOR = Schema({
     "enabled": Key(False, bool),
     "output_path": Key("", str),
@@ -129,6 +131,17 @@ ACTIVATION_CHECKPOINTING = Schema({  # what runtime/activation_checkpointing.py 
     "profile": Key(False, bool),
 })
 
+# Read by PipelineEngine (deepspeed_ext/pipe/engine.py). `partition` and `seed_layers` are read by
+# model scripts (Megatron-DeepSpeed passes them to PipelineModule), by DeepSpeed's engine no
+# more than here; pipe_ / grad_partitioned split transfers across tensor-parallel ranks, which
+# changes how activations travel, not their values.
+PIPELINE = Schema({
+    "stages": Key(None, int, minimum=1),  # "auto": the PipelineModule's
+    "activation_checkpoint_interval": Key(0, int, minimum=0),
+    "use_reentrant": Key(True, bool),
+    "schedule": Key("1f1b", str, choices=PIPELINE_SCHEDULES),  # deepspeed_ext's: "zb_h1" (ZB-H1)
+}, inert=frozenset({"partition", "seed_layers", "pipe_partitioned", "grad_partitioned"}))
+
 # torch.autocast around an fp32 model's forward. DeepSpeed also reduces the gradients of
 # lower_precision_safe_modules' params in the autocast dtype; here every gradient is reduced in
 # fp32, so that list would be ignored: it is refused instead.
@@ -181,6 +194,7 @@ TOP = Schema({
     "amp": Key(None, AMP),
     "activation_checkpointing": Key(None, ACTIVATION_CHECKPOINTING),
     "checkpoint": Key(None, CHECKPOINT),
+    "pipeline": Key(None, PIPELINE),
     # features of DeepSpeed this project does not have: accepted while disabled, refused when enabled
     **{name: disabled_feature() for name in (
         "flops_profiler", "wandb", "comet", "comms_logger", "autotuning", "elasticity", "curriculum_learning",
@@ -197,7 +211,6 @@ TOP = Schema({
     "seq_parallel_communication_data_type": Key(None, str, supported=(None,)),
     "compile": Key(None, Schema({"deepcompile": off()}, open_when_disabled=True)),
 }, inert=frozenset({
-    "pipeline",  # read only by PipelineModule engines, which this project does not have yet
     "timers", "dump_state",  # what is logged
 }))
 

@@ -23,10 +23,11 @@ import torch
 from .. import comm
 from ..accelerator import get_accelerator
 from ..utils import tensor_fragment, zero_to_fp32
+from ..utils.timer import device_timer
 from ..version import __version__
 from . import activation_checkpointing, checkpoint
-from .config import DeepSpeedConfig
-from .config_schema import ConfigError
+from .config import PIPELINE, DeepSpeedConfig
+from .config_schema import AUTO, ConfigError
 from .engine_contract import EngineContract, mark_overflow, no_optimizer_error
 from .gradients import OVERLAP_BUCKET_LIMIT, OverlappedAllReduce
 from .lr_schedules import build_schedule
@@ -49,8 +50,11 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         comm.init_distributed(dist_init_required=dist_init_required, verbose=False)
         self.world_size, self.global_rank, self.local_rank = comm.get_world_size(), comm.get_rank(), comm.get_local_rank()
         self.device = get_accelerator().local_device()
-        self._config = DeepSpeedConfig(config, world_size=self.world_size)
+        # the ranks that hold replicas of this model and average their gradients
+        self.dp_group, self.dp_world_size, self.dp_rank = self._data_parallel(model)
+        self._config = DeepSpeedConfig(config, world_size=self.dp_world_size)
         self.config = self._config.raw
+        self._check_pipeline_section(model)
         self._boundary_override: bool | None = None  # set_gradient_accumulation_boundary
         self._inside_no_sync = self._destroyed = False
         self.module = model.to(self.device, dtype=self._model_dtype())
@@ -85,6 +89,20 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         self.timers = {"forward": 0.0, "backward": 0.0, "step": 0.0}
 
     # ---- construction -------------------------------------------------------------
+    def _data_parallel(self, model: torch.nn.Module) -> tuple[object, int, int]:
+        """(group, size, rank) of data parallelism: every rank (None: the default group)."""
+        return None, self.world_size, self.global_rank
+
+    def _check_pipeline_section(self, model: torch.nn.Module) -> None:
+        """The `pipeline` section drives a PipelineModule's engine; for any other model a
+        value other than its default would be ignored, so it is refused."""
+        given = {key: value for key, value in (self._config.raw.get("pipeline") or {}).items()
+                 if key in PIPELINE.keys and value not in (PIPELINE.keys[key].default, AUTO)}
+        if given:
+            raise ConfigError(f"pipeline.{next(iter(given))} applies to a deepspeed_ext.pipe.PipelineModule, and "
+                              f"this model is a {type(model).__name__}: build the model as a PipelineModule, or drop "
+                              "the pipeline section")
+
     def _setup_evaluation(self) -> None:
         """No optimizer anywhere (HF's evaluate / predict): forward only; at stage 3 the
         params are still partitioned and gathered module by module."""
@@ -100,10 +118,11 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             groups = [{**g, "params": self.masters.of(g["params"])} for g in groups]
         self.optimizer = self.basic_optimizer = self._make_optimizer(optimizer, groups, self.device)
         zero = self._config.zero_optimization
-        if self.world_size > 1:
-            self.reducer = OverlappedAllReduce(trainable, self.world_size,
+        if self.dp_world_size > 1:
+            self.reducer = OverlappedAllReduce(trainable, self.dp_world_size,
                                                min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
-                                               self._config.prescale_gradients, self._config.gradient_predivide_factor)
+                                               self._config.prescale_gradients, self._config.gradient_predivide_factor,
+                                               group=self.dp_group)
         self._trainable = trainable
 
     def _setup_zero(self, optimizer, groups) -> None:
@@ -121,8 +140,8 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         else:
             def make(shard_groups, device):
                 return self._make_optimizer(optimizer, shard_groups, device)
-        setup = build_zero(self.module, groups, make, self._config, self.device, self.world_size, self.global_rank,
-                           self._model_dtype())
+        setup = build_zero(self.module, groups, make, self._config, self.device, self.dp_world_size, self.dp_rank,
+                           self._model_dtype(), group=self.dp_group)
         self.zero, self.coordinator = setup.optimizer, setup.coordinator
         self.optimizer, self.basic_optimizer = self.zero, self.zero.optimizer
         self._trainable = [p for g in self.zero.groups for p in g.params]
@@ -132,11 +151,11 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         rank only when an unused param must be an error."""
         reducer = self.zero.reducer if self.zero is not None else self.reducer
         ignore = self._config.zero_optimization.ignore_unused_parameters
-        if reducer is None or (self.world_size == 1 and ignore):
+        if reducer is None or (self.dp_world_size == 1 and ignore):
             return None
         params = reducer.params if self.zero is None else [p for g in self.zero.groups for p in g.params]
-        return UnusedParamCheck(self.module, params, ignore, self.world_size,
-                                stage3=self.zero_optimization_stage() == 3)
+        return UnusedParamCheck(self.module, params, ignore, self.dp_world_size,
+                                stage3=self.zero_optimization_stage() == 3, group=self.dp_group)
 
     def _model_dtype(self) -> torch.dtype:
         if self._config.fp16.enabled:
@@ -177,36 +196,31 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
 
     def deepspeed_io(self, dataset, collate_fn=None) -> torch.utils.data.DataLoader:
         """A loader of micro-batches, each rank reading its own shard of the dataset."""
-        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=self.world_size, rank=self.global_rank) \
-            if self.world_size > 1 else torch.utils.data.RandomSampler(dataset)
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=self.dp_world_size, rank=self.dp_rank) \
+            if self.dp_world_size > 1 else torch.utils.data.RandomSampler(dataset)
         return torch.utils.data.DataLoader(dataset, batch_size=self._config.train_micro_batch_size_per_gpu,
                                            sampler=sampler, collate_fn=collate_fn,
                                            drop_last=self._config.dataloader_drop_last)
 
     # ---- the step -----------------------------------------------------------------
     def forward(self, *inputs, **kwargs):
-        if self._config.torch_autocast.enabled:  # the config allows bf16 only
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
-        elif self._config.fp16.auto_cast:
-            autocast = torch.autocast(self.device.type, dtype=torch.float16)
-        else:
-            autocast = contextlib.nullcontext()
         if self.coordinator is not None:
             self.coordinator.begin_micro_step()
-        with autocast, self._timed("forward"):
+        with self._autocast(), self._timed("forward"):
             return self.module(*inputs, **kwargs)
 
-    @contextlib.contextmanager
+    def _autocast(self):
+        """torch_autocast (the config allows bf16 only) or fp16.auto_cast around the forward."""
+        if self._config.torch_autocast.enabled:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self._config.fp16.auto_cast:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
     def _timed(self, phase: str):
         """Adds the phase's wall time to self.timers when wall_clock_breakdown is on."""
-        if not self._config.wall_clock_breakdown:
-            yield
-            return
-        get_accelerator().synchronize()
-        started = time.perf_counter()
-        yield
-        get_accelerator().synchronize()
-        self.timers[phase] += time.perf_counter() - started
+        return device_timer(self._config.wall_clock_breakdown,
+                            lambda seconds: self.timers.__setitem__(phase, self.timers[phase] + seconds))
 
     def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True) -> torch.Tensor:
         """Backpropagate the loss of one micro-batch (scaled for fp16, and divided by the
@@ -256,7 +270,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             with self._timed("step"):
                 self._take_optimizer_step()
         self.micro_steps += 1
-        self.global_samples += self.train_micro_batch_size_per_gpu() * self.world_size
+        self.global_samples += self.train_micro_batch_size_per_gpu() * self.dp_world_size
 
     def _take_optimizer_step(self) -> None:
         inverse_scale = 1.0 / self.loss_scaler.scale if self.loss_scaler else 1.0
@@ -288,7 +302,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             stepped = self.masters.masters
         else:
             stepped = self._trainable
-        overflow = self.loss_scaler is not None and has_overflow([p.grad for p in stepped if p.grad is not None])
+        overflow = self.loss_scaler is not None and self._has_overflow([p.grad for p in stepped if p.grad is not None])
         if not overflow:
             self._grad_norm = self._clip(stepped)
             self.optimizer.step()
@@ -303,12 +317,16 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         if not self.monitors:
             return
         loss = float(loss)
-        samples = self.global_samples + self.train_micro_batch_size_per_gpu() * self.world_size
+        samples = self.global_samples + self.train_micro_batch_size_per_gpu() * self.dp_world_size
         events = [("Train/Samples/train_loss", loss, samples), ("Train/Samples/lr", self.get_lr()[0], samples)]
         if self.loss_scaler is not None:
             events.append(("Train/Samples/loss_scale", self.loss_scaler.scale, samples))
         for monitor in self.monitors:
             monitor.write(events)
+
+    def _has_overflow(self, grads: list[torch.Tensor]) -> bool:
+        """Stage 0: every rank holds the same averaged gradients, so each decides alone."""
+        return has_overflow(grads)
 
     def _clip(self, params) -> float | None:
         """Clip to gradient_clipping and return the global norm before clipping; without
@@ -348,22 +366,9 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         """Save everything a resumed run needs (see runtime/checkpoint.py for the layout);
         the client_state keys are stored beside the engine's and returned by load_checkpoint."""
         self._check_alive()
-        client_state = client_state or {}
-        clashing = sorted(self._RESERVED_KEYS & set(client_state))
-        if clashing:
-            raise ValueError(f"client_state keys {clashing} clash with the engine's own checkpoint keys")
         zero = self.zero
-        states = {
-            "module": self.module.state_dict() if zero is None or zero.stage < 3 else None,
-            "optimizer": self.optimizer.state_dict() if zero is None else None,
-            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-            "fp32_master_weights": [m.detach() for m in self.masters.masters] if self.masters else None,
-            "loss_scaler": self.loss_scaler.state_dict() if self.loss_scaler else None,
-            "global_steps": self.global_steps, "global_samples": self.global_samples,
-            "micro_steps": self.micro_steps, "skipped_steps": self.skipped_steps,
-            "ds_config": self._config.raw, "ds_version": __version__,
-            **client_state,
-        }
+        states = {"module": self.module.state_dict() if zero is None or zero.stage < 3 else None,
+                  **self._training_states(client_state or {})}
         tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
         tag = checkpoint.agreed_tag(save_dir, tag, self._config.checkpoint.tag_validation)
         shared = self._writes_shared_files()
@@ -382,6 +387,23 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         if zero is not None and shared:  # as DeepSpeed: the converter beside the checkpoints
             shutil.copyfile(zero_to_fp32.__file__, Path(save_dir) / "zero_to_fp32.py")
         return True
+
+    def _training_states(self, client_state: dict) -> dict:
+        """What a checkpoint holds besides the weights: optimizer (stage 0), fp32 masters,
+        schedule, loss scale, counters, config, and the client's own keys."""
+        clashing = sorted(self._RESERVED_KEYS & set(client_state))
+        if clashing:
+            raise ValueError(f"client_state keys {clashing} clash with the engine's own checkpoint keys")
+        return {
+            "optimizer": self.optimizer.state_dict() if self.zero is None and self.optimizer is not None else None,
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "fp32_master_weights": [m.detach() for m in self.masters.masters] if self.masters else None,
+            "loss_scaler": self.loss_scaler.state_dict() if self.loss_scaler else None,
+            "global_steps": self.global_steps, "global_samples": self.global_samples,
+            "micro_steps": self.micro_steps, "skipped_steps": self.skipped_steps,
+            "ds_config": self._config.raw, "ds_version": __version__,
+            **client_state,
+        }
 
     def _writes_shared_files(self) -> bool:
         """Global rank 0 writes the files all ranks share (and `latest`); with
@@ -414,23 +436,32 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
                     zero_checkpoint.load_optimizer_state(zero, folder, self.bfloat16_enabled(),
                                                          load_optimizer_states and not load_module_only)
                 zero.publish()
-        if self.masters is not None:
-            saved_masters = states.get("fp32_master_weights")
-            with torch.no_grad():
-                for index, (param, master) in enumerate(zip(self.masters.model_params, self.masters.masters)):
-                    master.copy_(saved_masters[index] if saved_masters and not load_module_only else param)
+        self._restore_masters(states.get("fp32_master_weights") if not load_module_only else None)
         if not load_module_only:
-            if load_optimizer_states and zero is None:
-                self.optimizer.load_state_dict(states["optimizer"])
-            if load_lr_scheduler_states and self.lr_scheduler is not None and states["lr_scheduler"] is not None:
-                self.lr_scheduler.load_state_dict(states["lr_scheduler"])
-            if self.loss_scaler is not None and states["loss_scaler"] is not None:
-                self.loss_scaler.load_state_dict(states["loss_scaler"])
-            for counter in ("global_steps", "global_samples", "micro_steps", "skipped_steps"):
-                setattr(self, counter, states[counter])
-            if rng is not None:
-                checkpoint.restore_rng_states(rng)
+            self._restore_training_states(states, rng, load_optimizer_states and zero is None, load_lr_scheduler_states)
         return str(folder), {k: v for k, v in states.items() if k not in self._RESERVED_KEYS}
+
+    def _restore_masters(self, saved_masters: list[torch.Tensor] | None) -> None:
+        """Stage 0 with bf16 / fp16: the fp32 masters from the checkpoint, else from the
+        (just loaded) model weights."""
+        if self.masters is None:
+            return
+        with torch.no_grad():
+            for index, (param, master) in enumerate(zip(self.masters.model_params, self.masters.masters)):
+                master.copy_(saved_masters[index] if saved_masters else param)
+
+    def _restore_training_states(self, states: dict, rng: dict | None, load_optimizer_states: bool,
+                                 load_lr_scheduler_states: bool) -> None:
+        if load_optimizer_states:
+            self.optimizer.load_state_dict(states["optimizer"])
+        if load_lr_scheduler_states and self.lr_scheduler is not None and states["lr_scheduler"] is not None:
+            self.lr_scheduler.load_state_dict(states["lr_scheduler"])
+        if self.loss_scaler is not None and states["loss_scaler"] is not None:
+            self.loss_scaler.load_state_dict(states["loss_scaler"])
+        for counter in ("global_steps", "global_samples", "micro_steps", "skipped_steps"):
+            setattr(self, counter, states[counter])
+        if rng is not None:
+            checkpoint.restore_rng_states(rng)
 
     def save_16bit_model(self, save_dir: str | os.PathLike, save_filename: str = "pytorch_model.bin") -> bool:
         """Save the module's weights in the dtype it trains in (fp16 / bf16, or fp32). Under

@@ -31,9 +31,9 @@ class OverlappedAllReduce:
     fill in the same order everywhere."""
 
     def __init__(self, params, world_size: int, bucket_size: int, prescale: bool = False,
-                 predivide_factor: float = 1.0) -> None:
+                 predivide_factor: float = 1.0, group=None) -> None:
         self.params = list(params)
-        self.world_size = world_size
+        self.world_size, self.group = world_size, group  # group: the data-parallel ranks (None: all)
         self.bucket_size = bucket_size
         self.before, self.after = averaging_divisors(world_size, prescale, predivide_factor)
         self.armed = False
@@ -77,7 +77,7 @@ class OverlappedAllReduce:
         flat, layout = flatten(self.bucket, out=buffer.narrow(0, 0, numel))  # the zero_gather op: one pass
         if self.before != 1.0:
             flat.div_(self.before)
-        self.in_flight.append((dist.all_reduce(flat, async_op=True), flat, layout, self.bucket, buffer))
+        self.in_flight.append((dist.all_reduce(flat, group=self.group, async_op=True), flat, layout, self.bucket, buffer))
         self.bucket, self.filled = [], 0
 
     def finish(self) -> None:

@@ -36,8 +36,9 @@ def params_reached(loss: torch.Tensor) -> set[int]:
 
 class UnusedParamCheck:
     def __init__(self, module: torch.nn.Module, params: list[torch.nn.Parameter], ignore_unused: bool,
-                 world_size: int, stage3: bool = False) -> None:
+                 world_size: int, stage3: bool = False, group=None) -> None:
         self.params, self.ignore_unused, self.world_size, self.stage3 = params, ignore_unused, world_size, stage3
+        self.group = group
         names = {id(p): name for name, p in module.named_parameters()}
         self.names = [names.get(id(p), f"<param {i}>") for i, p in enumerate(params)]
 
@@ -48,7 +49,7 @@ class UnusedParamCheck:
         reached = params_reached(loss)
         used = torch.tensor([id(p) in reached or p.grad is not None for p in self.params], dtype=torch.int32)
         if self.world_size > 1:
-            dist.all_reduce(used)
+            dist.all_reduce(used, group=self.group)
         unused = [i for i, count in enumerate(used.tolist()) if count < self.world_size]
         partly = [i for i in unused if used[i] > 0]
         if unused and not self.ignore_unused:

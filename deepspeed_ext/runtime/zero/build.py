@@ -74,8 +74,9 @@ def check_shardable(optimizer: torch.optim.Optimizer, config) -> None:
 
 def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Callable[[list[dict], torch.device],
                torch.optim.Optimizer], config, device: torch.device, world_size: int, rank: int,
-               model_dtype: torch.dtype) -> ZeroSetup:
-    """groups: the trainable param groups (params + hyperparameters), as the user gave them."""
+               model_dtype: torch.dtype, group=None) -> ZeroSetup:
+    """groups: the trainable param groups (params + hyperparameters), as the user gave them;
+    world_size, rank and group: the data-parallel ranks the shards are spread over."""
     check_zero_config(config)
     zero = config.zero_optimization
     stage = zero.stage
@@ -93,7 +94,10 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     sharded = [make_group(g["params"], {k: v for k, v in g.items() if k != "params"}, world_size, rank,
                           master_device, offload, zero.offload_optimizer.pin_memory, fp32_accumulation)
                for g in groups if g["params"]]
-    inner = make_optimizer([{**g.options, "params": [g.master]} for g in sharded], master_device)
+    shard_groups = [{**g.options, "params": [g.master]} for g in sharded]
+    if not shard_groups:  # nothing to train here (a pipeline stage of functions): a group for the schedule
+        shard_groups = [{**{k: v for k, v in (groups[0] if groups else {}).items() if k != "params"}, "params": []}]
+    inner = make_optimizer(shard_groups, master_device)
     check_shardable(inner, config)
     reducer = ShardedGradReducer(sharded, world_size, rank, min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
                                  # fp32 accumulation at stage 1: micro-batch sums land in the fp32 shards
@@ -102,7 +106,8 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
                                  comm_dtype=torch.float32 if config.gradient_comm_dtype == "fp32" else model_dtype,
                                  prescale=config.prescale_gradients,
                                  predivide_factor=config.gradient_predivide_factor,
-                                 on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None)
+                                 on_reduced=(lambda p: partitioned_params.release([p])) if stage == 3 else None,
+                                 group=group)
     swapper = None
     if zero.offload_optimizer.device == "nvme":
         folder = swap_folder(zero.offload_optimizer.nvme_path, stage, rank, "offload_optimizer")

@@ -26,8 +26,9 @@ from .groups import ShardedGroup
 from .optimizer import ZeroOptimizer
 
 
-def optim_file(rank: int, bf16: bool) -> str:
-    return f"{'bf16_' if bf16 else ''}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+def optim_file(rank: int, bf16: bool, mp_rank: int = 0) -> str:
+    """rank: within the data-parallel group; mp_rank: the model-parallel rank (a pipeline's stage)."""
+    return f"{'bf16_' if bf16 else ''}zero_pp_rank_{rank}_mp_rank_{mp_rank:02d}_optim_states.pt"
 
 
 def model_file(rank: int, stage: int) -> str:
@@ -77,14 +78,15 @@ def optimizer_state(zero: ZeroOptimizer) -> dict:
     }
 
 
-def load_optimizer_state(zero: ZeroOptimizer, folder: Path, bf16: bool, load_optimizer_states: bool) -> None:
+def load_optimizer_state(zero: ZeroOptimizer, folder: Path, bf16: bool, load_optimizer_states: bool,
+                         mp_rank: int = 0) -> None:
     """Masters (and optimizer states) from the checkpoint, re-sharded when it was saved by
     another number of ranks or stage; the model-dtype shards follow the masters."""
-    mine = folder / optim_file(zero.rank, bf16)
+    mine = folder / optim_file(zero.rank, bf16, mp_rank)
     # the layout is in every rank's file: this rank's own, where it is (node-local storage holds no other)
-    first = mine if mine.is_file() else folder / optim_file(0, bf16)
+    first = mine if mine.is_file() else folder / optim_file(0, bf16, mp_rank)
     if not first.is_file():
-        other = folder / optim_file(0, not bf16)
+        other = folder / optim_file(0, not bf16, mp_rank)
         hint = f" (found {other.name}: the checkpoint was saved {'with' if not bf16 else 'without'} bf16)" \
             if other.is_file() else ""
         raise FileNotFoundError(f"{first} not found: not a ZeRO checkpoint{hint}")
@@ -93,7 +95,7 @@ def load_optimizer_state(zero: ZeroOptimizer, folder: Path, bf16: bool, load_opt
     if same_layout:
         shards = [torch.load(mine, map_location="cpu", weights_only=False)["optimizer_state_dict"]]
     else:
-        shards = [torch.load(folder / optim_file(r, bf16), map_location="cpu", weights_only=False)
+        shards = [torch.load(folder / optim_file(r, bf16, mp_rank), map_location="cpu", weights_only=False)
                   ["optimizer_state_dict"] for r in range(head["partition_count"])]
     if len(_fp32(shards[0])) != len(zero.groups):
         raise ConfigError(f"{folder}: the checkpoint has {len(_fp32(shards[0]))} param groups, this model "

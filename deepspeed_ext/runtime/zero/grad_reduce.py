@@ -57,8 +57,9 @@ class ShardedGradReducer:
     def __init__(self, groups: list[ShardedGroup], world_size: int, rank: int, bucket_size: int,
                  every_micro_step: bool, transport: str = "all_reduce", prescale: bool = False,
                  predivide_factor: float = 1.0, on_reduced: Callable[[torch.nn.Parameter], None] | None = None,
-                 comm_dtype: torch.dtype | None = None) -> None:
+                 comm_dtype: torch.dtype | None = None, group=None) -> None:
         self.world_size, self.rank, self.bucket_size = world_size, rank, bucket_size
+        self.group = group  # the data-parallel ranks (None: all)
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.every_micro_step, self.transport = every_micro_step, transport
@@ -151,7 +152,7 @@ class ShardedGradReducer:
         elif self.transport == "reduce_scatter":
             received = torch.empty(section, dtype=send.dtype, device=send.device)
             comm.comms_log.record("gradients", "reduce_scatter", send)
-            work = comm.reduce_scatter(received, send, async_op=True)
+            work = comm.reduce_scatter(received, send, group=self.group, async_op=True)
             mine = [(group, offset, position - starts[self.rank], count) for group, offset, position, count in mine]
             send = received
         elif self.transport == "quantized_all_to_all":
@@ -159,7 +160,7 @@ class ShardedGradReducer:
             mine = [(group, offset, position - starts[self.rank], count) for group, offset, position, count in mine]
         else:
             comm.comms_log.record("gradients", "all_reduce", send)
-            work = dist.all_reduce(send, async_op=True)
+            work = dist.all_reduce(send, group=self.group, async_op=True)
         self.in_flight.append((work, send, mine, buffer))
         self.bucket, self.filled = [], 0
         if len(self.in_flight) > MAX_IN_FLIGHT:
@@ -173,7 +174,7 @@ class ShardedGradReducer:
         self.launches += 1
         received = (torch.empty_like(packed), torch.empty_like(scales))
         comm.comms_log.record("gradients", "all_to_all", packed, scales)
-        works = [comm.all_to_all(out, t, async_op=True) for out, t in zip(received, (packed, scales))]
+        works = [comm.all_to_all(out, t, group=self.group, async_op=True) for out, t in zip(received, (packed, scales))]
         return QuantizedExchange(comm.AllWork(works), *received, offsets, section, self.world_size)
 
     def _complete(self, launched) -> None:

@@ -40,8 +40,8 @@ class ZeroOptimizer:
         self.param_swapper: ParamSwapper | None = None  # stage-3 shards on NVMe; set by build_zero
         self.world_size, self.rank = reducer.world_size, reducer.rank
         # DeepSpeedCPUAdam & co. write the model-dtype copy in the same pass over memory
-        self.writes_copies = isinstance(optimizer, CPUOptimizer) and all(g.lp_shard.device.type == "cpu"
-                                                                        for g in groups)
+        self.writes_copies = isinstance(optimizer, CPUOptimizer) and bool(groups) and all(
+            g.lp_shard.device.type == "cpu" for g in groups)
 
     @property
     def param_groups(self) -> list[dict]:
@@ -89,6 +89,8 @@ class ZeroOptimizer:
     def _update(self, indices, grads: list[torch.Tensor]) -> None:
         """The wrapped optimizer's step on these groups (the others have no gradient, so it skips them)."""
         chosen = [self.groups[i] for i in indices]
+        if not chosen:  # a pipeline stage without params: nothing to step
+            return
         for index, group in zip(indices, chosen):
             group.master.grad = grads[index]
         if self.writes_copies:
@@ -101,9 +103,12 @@ class ZeroOptimizer:
             group.master.grad = None
 
     def _global_norm(self, grads: list[torch.Tensor]) -> float:
-        squares = torch.stack([torch.linalg.vector_norm(g) ** 2 for g in grads]).sum()
-        squares = squares.to(self.device)
-        if self.world_size > 1:
+        """The norm over every rank's shards: all ranks, since with a pipeline other stages
+        hold other params; copies of a tied weight on a pipeline's later stages
+        (ds_pipe_replicated) are counted once, on the stage that owns them."""
+        parts = [_squares(group, grad) for group, grad in zip(self.groups, grads)]
+        squares = torch.stack(parts).sum().to(self.device) if parts else torch.zeros((), device=self.device)
+        if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(squares)
         return float(squares.sqrt())
 
@@ -134,7 +139,7 @@ class ZeroOptimizer:
                     count = min(self.allgather_bucket_size, size - start)
                     chunks = [group.flat.narrow(0, r * size + start, count) for r in range(self.world_size)]
                     comm.comms_log.record("parameters", "all_gather", chunks[self.rank])
-                    comm.all_gather_in_place(chunks)
+                    comm.all_gather_in_place(chunks, group=self.reducer.group)
         if self.after_step is not None:
             self.after_step()
 
@@ -157,3 +162,11 @@ class ZeroOptimizer:
             return resident
         swappers = [s for s in (self.swapper, self.param_swapper) if s is not None]
         return {**resident, "swapped_to_nvme": sum(s.swapped_bytes() for s in swappers)}
+
+
+def _squares(group: ShardedGroup, grad: torch.Tensor) -> torch.Tensor:
+    replicated = {index for index, param in enumerate(group.params) if getattr(param, "ds_pipe_replicated", False)}
+    if not replicated:
+        return torch.linalg.vector_norm(grad) ** 2
+    kept = [grad.narrow(0, offset, count) for index, _, count, offset in group.pieces if index not in replicated]
+    return sum((torch.linalg.vector_norm(piece) ** 2 for piece in kept), grad.new_zeros(()))

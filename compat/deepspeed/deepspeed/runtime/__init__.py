@@ -1,3 +1,3 @@
-from . import activation_checkpointing, config, engine, lr_schedules, utils, zero
+from . import activation_checkpointing, config, engine, lr_schedules, pipe, utils, zero
 
-__all__ = ["activation_checkpointing", "config", "engine", "lr_schedules", "utils", "zero"]
+__all__ = ["activation_checkpointing", "config", "engine", "lr_schedules", "pipe", "utils", "zero"]

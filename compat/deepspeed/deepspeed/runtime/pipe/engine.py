@@ -1,0 +1,3 @@
+from deepspeed_ext.pipe.engine import PipelineEngine
+
+__all__ = ["PipelineEngine"]
