@@ -63,8 +63,7 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
             raise ConfigError(f"zero_optimization.stage {self.zero_optimization_stage()} cannot be used with a "
                               "pipeline: stages 2 and 3 reduce gradients during each backward, a pipeline reduces "
                               "them once per batch (use stage 0 or 1, as DeepSpeed)")
-        if self._config.gradient_accum_dtype != self._config.gradient_comm_dtype or \
-                (self.zero is not None and self.zero.reducer.every_micro_step):
+        if self.zero is not None and self.zero.reducer.every_micro_step:  # fp32 sums into the shards
             raise ConfigError("data_types.grad_accum_dtype: fp32 accumulation is not supported with a pipeline "
                               "(gradients accumulate in the model's dtype until the batch's reduction)")
         if section.activation_checkpoint_interval > 0:
@@ -148,7 +147,9 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
         gradients. With compute_loss, the loss: averaged over micro-batches and data-parallel
         ranks (reduce_output "avg"), or one per micro-batch (None), on every rank. Without
         it, the last stage's outputs (None elsewhere). return_logits adds the last stage's
-        outputs, concatenated over micro-batches (None on other stages)."""
+        outputs, concatenated over micro-batches (None on other stages). bcast_loss is
+        DeepSpeed's switch for sending the loss to every stage: here the batch's agreement
+        carries it to every rank either way."""
         self._check_alive()
         if reduce_output not in ("avg", None):
             raise ValueError(f"eval_batch: reduce_output must be 'avg' or None, got {reduce_output!r}")

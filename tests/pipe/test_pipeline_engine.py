@@ -82,7 +82,9 @@ def refusals() -> dict:
     errors = {}
     module = models.pipeline(models.dense_specs(), 2, nn.functional.cross_entropy)
     for name, extra in (("stages", {"pipeline": {"stages": 4}}), ("zero2", {"zero_optimization": {"stage": 2}}),
-                        ("schedule", {"pipeline": {"schedule": "gpipe"}})):
+                        ("schedule", {"pipeline": {"schedule": "gpipe"}}),
+                        ("fp32_sums", {"bf16": {"enabled": True}, "zero_optimization": {"stage": 1},
+                                       "data_types": {"grad_accum_dtype": "fp32"}})):
         try:
             deepspeed.initialize(model=module, config=models.config(2, 2, **extra))
         except deepspeed.ConfigError as error:
@@ -101,6 +103,7 @@ def test_config_section_and_whole_batch_calls():
         assert "pipeline.stages is 4 but the PipelineModule has 2 stages" in errors["stages"]
         assert "stage 2 cannot be used with a pipeline" in errors["zero2"]
         assert "pipeline.schedule" in errors["schedule"] and "zb_h1" in errors["schedule"]
+        assert "fp32 accumulation is not supported with a pipeline" in errors["fp32_sums"]
         assert all("call engine.train_batch()" in errors[c] for c in ("forward", "backward", "step"))
     with pytest.raises(deepspeed.ConfigError, match="pipeline.activation_checkpoint_interval applies to a "
                                                     "deepspeed_ext.pipe.PipelineModule"):
