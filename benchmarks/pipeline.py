@@ -2,14 +2,16 @@
 torch.distributed.pipelining (Schedule1F1B and ScheduleInterleaved1F1B) and, with
 --peer-python, Microsoft DeepSpeed's PipelineEngine, on the same layers, side by side in one run.
 
-    python benchmarks/pipeline.py [--stages 2 4] [--micro-batches 4 8 16] [--peer-python PATH]
+    python benchmarks/pipeline.py [--stages 2 4] [--micro-batches 4 8 16] [--rounds 3] [--peer-python PATH]
 
 One rank per stage (gloo, one thread each), `--layers-per-stage` Linear(width, width) + GELU
 blocks per stage, MSE loss, Adam. Per configuration: the median time of a training step
 (all micro-batches, the optimizer step) and the measured bubble: the share of the step a
 stage's thread spends waiting, 1 - (its CPU time) / (the step's wall time), averaged over
 stages (a rank waiting for a transfer sleeps; compute and every library's own Python work
-count as busy). Next to it the theoretical 1F1B bubble (p - 1) / (m + p - 1).
+count as busy). Next to it the theoretical 1F1B bubble (p - 1) / (m + p - 1). The
+implementations take turns, `--rounds` times, and each figure is the median over its rounds
+(a shared machine's speed drifts between runs).
 Targets: deepspeed_ext 1F1B's bubble within 10% of the theory, its step time <=
 torch.distributed.pipelining's, ZB-H1's bubble below 1F1B's. With more stages than cores
 (4 stages on a 2-core machine) ranks share cores and the figures mostly measure that.
@@ -165,6 +167,7 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=32)
     parser.add_argument("--layers-per-stage", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--micro", type=int, default=None, help=argparse.SUPPRESS)
@@ -174,14 +177,20 @@ def main() -> None:
         worker(args)
         return
     print(f"pipeline training step, {args.layers_per_stage} x Linear({args.width}) + GELU per stage, micro-batch "
-          f"{args.micro_batch_size} rows, gloo, 1 thread a rank, {os.cpu_count()} cores; median of {args.steps} steps")
+          f"{args.micro_batch_size} rows, gloo, 1 thread a rank, {os.cpu_count()} cores; median of {args.steps} steps, "
+          f"then of {args.rounds} rounds")
     print(f"{'p':>2} {'m':>3} {'theory':>7}  " + "  ".join(f"{name:>24}" for name in
                                                        IMPLEMENTATIONS + ((PEER,) if args.peer_python else ())))
     for stages in args.stages:
         for micro in args.micro_batches:
-            row = {impl: measure(sys.executable, impl, stages, micro, args) for impl in IMPLEMENTATIONS}
+            pythons = {impl: sys.executable for impl in IMPLEMENTATIONS}
             if args.peer_python:
-                row[PEER] = measure(args.peer_python, PEER, stages, micro, args)
+                pythons[PEER] = args.peer_python
+            rounds = {impl: [] for impl in pythons}
+            for _ in range(args.rounds):
+                for impl, python in pythons.items():
+                    rounds[impl].append(measure(python, impl, stages, micro, args))
+            row = {impl: _median(results) for impl, results in rounds.items()}
             cells = []
             for result in row.values():
                 cells.append(f"{'failed: ' + result['error'][:16]:>24}" if "error" in result else
@@ -194,6 +203,13 @@ def main() -> None:
                       f"{zero_bubble['bubble'] / max(ours['bubble'], 1e-9):.2f}"
                       + (f"; / DeepSpeed step time: {ours['step'] / row[PEER]['step']:.2f}"
                          if args.peer_python and "error" not in row[PEER] else ""))
+
+
+def _median(results: list[dict]) -> dict:
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return results[-1]
+    return {key: statistics.median(r[key] for r in ok) for key in ("step", "bubble")}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ receives of its neighbours in the same order, and the pipeline cannot deadlock.
 
 from __future__ import annotations
 
+import functools
+
 
 class PipeInstruction:
     """One thing a stage does; its keyword arguments are attributes."""
@@ -210,8 +212,10 @@ class ZeroBubbleSchedule(PipeSchedule):
         return min(self.stages, self.micro_batches)
 
 
-def zero_bubble_orders(micro_batches: int, stages: int) -> list[list[tuple[str, int]]]:
-    """Per stage, the ("F" | "B" | "W", micro-batch) order of the simulated ZB-H1 pipeline."""
+@functools.lru_cache(maxsize=64)
+def zero_bubble_orders(micro_batches: int, stages: int) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """Per stage, the ("F" | "B" | "W", micro-batch) order of the simulated ZB-H1 pipeline
+    (simulated once per shape: every batch of a run asks again)."""
     never = float("inf")
     forward_end = [[never] * micro_batches for _ in range(stages)]
     backward_end = [[never] * micro_batches for _ in range(stages)]
@@ -240,4 +244,4 @@ def zero_bubble_orders(micro_batches: int, stages: int) -> list[list[tuple[str, 
                 continue
             free_at[s] = time + 1
         time += 1
-    return orders
+    return tuple(tuple(order) for order in orders)
