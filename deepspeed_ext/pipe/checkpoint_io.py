@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from ..runtime import checkpoint
 from ..runtime.config_schema import ConfigError
+from ..runtime.nested import clone_tensors_for_torch_save
 from ..runtime.zero import checkpointing as zero_checkpoint
 from ..version import __version__
 from .checkpoint import layer_file, load_layer, stage_file
@@ -40,8 +41,7 @@ class PipelineCheckpoints:
             for index, _ in module.local_layers():
                 layer = module.layer_module(index)
                 if layer is not None:  # cloned: ZeRO's params are views into one flat buffer
-                    files[layer_file(index, self._rank_repr())] = {k: v.detach().clone()
-                                                                   for k, v in layer.state_dict().items()}
+                    files[layer_file(index, self._rank_repr())] = clone_tensors_for_torch_save(layer.state_dict())
             files[stage_file(mp_rank)] = states
         zero = self.zero
         if zero is None:
@@ -111,7 +111,7 @@ class PipelineCheckpoints:
             for index, _ in module.local_layers():
                 layer = module.layer_module(index)
                 if layer is not None:
-                    mine.update({f"{index}.{k}": v.detach().cpu().clone() for k, v in layer.state_dict().items()})
+                    mine.update({f"{index}.{k}": v for k, v in clone_tensors_for_torch_save(layer.state_dict()).items()})
         gathered = [None] * self.world_size if self.global_rank == 0 else None
         dist.gather_object(mine, gathered, dst=0)
         if self.global_rank == 0:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from ..runtime import activation_checkpointing
 from ..runtime.config_schema import ConfigError
 from ..runtime.engine import DeepSpeedEngine
+from ..runtime.nested import map_tensors
 from . import p2p
 from . import schedule as plan
 from .checkpoint_io import PipelineCheckpoints
@@ -135,8 +136,7 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
             self.set_dataiterator(data_iter)
         self.module.train()
         schedule = SCHEDULE_CLASSES[self.schedule_name](self.micro_batches, self.num_stages, self.stage_id)
-        losses = self._run(schedule, compute_loss=True, train=True)
-        self.agg_train_loss = losses.mean() if losses is not None else None
+        self._run(schedule, compute_loss=True, train=True)
         self.micro_steps += self.micro_batches
         self.global_samples += self.train_batch_size()
         return self.agg_train_loss
@@ -181,11 +181,10 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
         self._held_outputs: list[_MicroBatch] = []
         self._losses: dict[int, torch.Tensor] = {}
         self._peak = 0
-        steps = iter(schedule.steps())
-        instructions = schedule.instructions()
+        steps = list(schedule.steps())
         receives = ((self.prev_rank, plan.RecvActivation), (self.next_rank, plan.RecvGrad))
-        self.transfers.expect({peer: sum(isinstance(i, kind) for i in instructions) for peer, kind in receives
-                               if peer is not None})
+        self.transfers.expect({peer: sum(isinstance(i, kind) for step in steps for i in step)
+                               for peer, kind in receives if peer is not None})
         failure, finishing = None, []
         try:
             for step in steps:
@@ -200,6 +199,8 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
         if failure is not None:
             self.transfers.fail([r for r in (self.prev_rank, self.next_rank) if r is not None], failure[0])
         losses = self._agree(schedule.micro_batches, failure)
+        if train:  # before the optimizer step, which reports it
+            self.agg_train_loss = losses.mean()
         self.transfers.flush()
         self.peak_micro_batches_held = self._peak
         for instruction in finishing:
@@ -292,9 +293,9 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
                              f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else len(batch)}")
         held = self._micro(instruction.micro_batch)
         if self.is_first_stage():
-            held.inputs = _to(batch[0], self.device)
+            held.inputs = map_tensors(lambda t: t.to(self.device), batch[0])
         if self.is_last_stage():
-            held.labels = _to(batch[1], self.device)
+            held.labels = map_tensors(lambda t: t.to(self.device), batch[1])
 
     def _forward_pass(self, instruction: plan.ForwardPass) -> None:
         held = self._micro(instruction.micro_batch)
@@ -376,8 +377,8 @@ class PipelineEngine(PipelineCheckpoints, DeepSpeedEngine):
             self.zero.reducer.finish()
 
     def _optimizer_step(self, instruction) -> None:
-        self._print_loss.add(self.agg_train_loss if self.agg_train_loss is not None else torch.zeros(()))
-        self._step_loss.add(self.agg_train_loss if self.agg_train_loss is not None else torch.zeros(()))
+        for mean in (self._print_loss, self._step_loss):  # what the progress line and monitors report
+            mean.add(self.agg_train_loss)
         self._take_optimizer_step()
 
     _HANDLERS: ClassVar[dict] = {
@@ -427,14 +428,6 @@ def _tensors(value) -> list[torch.Tensor]:
     raise TypeError(f"a pipeline stage passes a tensor or a tuple of tensors to the next, got "
                     f"{type(value).__name__}" + (f" of {[type(t).__name__ for t in value]}"
                                                  if isinstance(value, (tuple, list)) else ""))
-
-
-def _to(value, device: torch.device):
-    if torch.is_tensor(value):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
-    return value
 
 
 def _concatenate(outputs: list):

@@ -211,7 +211,7 @@ class PipelineModule(nn.Module):
                 ranks = [topo.get_rank(pipe=s, **coordinates) for s in stages]
                 group = dist.new_group(ranks=ranks)
                 if self.global_rank in ranks:
-                    ties[key] = {"ranks": ranks, "group": group, "weight_attr": self.tied_weight_attrs[key]}
+                    ties[key] = {"ranks": ranks, "group": group}
             if key in ties and self.stage_id != stages[0]:
                 for param in self._tied_weights(key):
                     param.ds_pipe_replicated = True
@@ -254,7 +254,7 @@ class PipelineModule(nn.Module):
         return x
 
     def _is_checkpointable(self, funcs) -> bool:
-        modules = [f.args[0] if isinstance(f, functools.partial) else f for f in funcs]
+        modules = [module_of(f) for f in funcs]
         if self.checkpointable_layers is not None:
             return all(type(m).__name__ in self.checkpointable_layers for m in modules)
         return any(isinstance(m, nn.Module) and any(True for _ in m.parameters()) for m in modules)
@@ -296,6 +296,11 @@ class PipelineModule(nn.Module):
             return self.tied_modules[spec.key]
         func = self.forward_funcs[index - self._local_start]
         return func if isinstance(func, nn.Module) else None
+
+
+def module_of(func):
+    """The module behind a layer's forward function (a tied layer's forward_fn is a partial of it)."""
+    return func.args[0] if isinstance(func, functools.partial) else func
 
 
 def _run(funcs, x):

@@ -24,6 +24,7 @@ receives of its neighbours in the same order, and the pipeline cannot deadlock.
 
 from __future__ import annotations
 
+import abc
 import functools
 
 
@@ -104,8 +105,8 @@ class RecvGrad(BufferOpInstruction):
 COMMUNICATION = (SendActivation, RecvActivation, SendGrad, RecvGrad)
 
 
-class PipeSchedule:
-    """The instructions of one batch for stage `stage_id` of `stages`."""
+class PipeSchedule(abc.ABC):
+    """The instructions of one batch for stage `stage_id` of `stages`; subclasses say the order."""
 
     def __init__(self, micro_batches: int, stages: int, stage_id: int) -> None:
         if micro_batches < 1:
@@ -127,9 +128,9 @@ class PipeSchedule:
     def num_micro_batches(self) -> int:
         return self.micro_batches
 
+    @abc.abstractmethod
     def steps(self):
         """Yields the steps in order, each a list of instructions."""
-        raise NotImplementedError
 
     def __iter__(self):
         return self.steps()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..runtime import activation_checkpointing
-from .module import PipelineModule, _run, _run_unpacked
+from .module import PipelineModule, _run, _run_unpacked, module_of
 
 
 class _Segment:
@@ -119,7 +119,7 @@ def _detach(value):
 def _params(funcs) -> list[nn.Parameter]:
     seen: dict[int, nn.Parameter] = {}
     for func in funcs:
-        module = func.args[0] if isinstance(func, functools.partial) else func
+        module = module_of(func)
         if isinstance(module, nn.Module):
             for param in module.parameters():
                 seen.setdefault(id(param), param)

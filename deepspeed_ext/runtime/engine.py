@@ -219,8 +219,9 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
 
     def _timed(self, phase: str):
         """Adds the phase's wall time to self.timers when wall_clock_breakdown is on."""
-        return device_timer(self._config.wall_clock_breakdown,
-                            lambda seconds: self.timers.__setitem__(phase, self.timers[phase] + seconds))
+        def add(seconds: float) -> None:
+            self.timers[phase] += seconds
+        return device_timer(self._config.wall_clock_breakdown, add)
 
     def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True) -> torch.Tensor:
         """Backpropagate the loss of one micro-batch (scaled for fp16, and divided by the

@@ -2,6 +2,9 @@
 without parameters, training data given to initialize(), the pipeline config section, and
 what only train_batch / eval_batch may do."""
 
+import contextlib
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -62,19 +65,26 @@ def test_a_stage_without_parameters_trains(zero):
         assert torch.equal(results[0]["state"][name], value), name
 
 
-def from_training_data() -> list[float]:
+def from_training_data() -> tuple[list[float], list[float]]:
     deepspeed.init_distributed(verbose=False)
     x, y = models.batches("dense", 1, 16)[0]
     module = models.pipeline(models.dense_specs(), 2, nn.functional.cross_entropy)
-    engine = deepspeed.initialize(model=module, config=models.config(2, 2),
-                                  training_data=torch.utils.data.TensorDataset(x, y))[0]
+    config = {**models.config(2, 2), "steps_per_print": 1}
+    engine = deepspeed.initialize(model=module, config=config, training_data=torch.utils.data.TensorDataset(x, y))[0]
     assert engine.is_first_stage() != engine.is_last_stage() and engine.micro_batches == 2
-    return [float(engine.train_batch()) for _ in range(5)]  # 5 batches of 4 rows: a second epoch begins
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        losses = [float(engine.train_batch()) for _ in range(5)]  # 5 batches of 4 rows: a second epoch begins
+    reported = [float(line.split("loss ")[1].split(",")[0]) for line in printed.getvalue().splitlines()
+                if line.startswith("[deepspeed_ext] step")]
+    return losses, reported
 
 
 def test_training_data_from_initialize_repeats():
-    first, second = run_ranks(from_training_data, 4)[:2]
+    results = run_ranks(from_training_data, 4)
+    (first, reported), (second, _) = results[:2]
     assert first == second and len(first) == 5
+    assert reported == [round(loss, 4) for loss in first]  # rank 0 prints each batch's own loss
 
 
 def refusals() -> dict:
