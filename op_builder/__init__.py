@@ -11,13 +11,14 @@ from .async_io import AsyncIOBuilder
 from .builder import LoadedOp, OpBuilder, OpBuildError
 from .cpu_adam import CPUAdamBuilder
 from .fused_adam import FusedAdamBuilder
+from .moe import MoEBuilder
 from .quantizer import QuantizerBuilder
 from .simd import SIMD_LEVELS, cpu_simd_level
 from .sparse_attention import SparseAttentionBuilder, SparseAttnBuilder
 from .zero_gather import ZeroGatherBuilder
 
 ALL_OPS: dict[str, type[OpBuilder]] = {builder.NAME: builder for builder in (
-    AsyncIOBuilder, CPUAdamBuilder, FusedAdamBuilder, QuantizerBuilder, SparseAttentionBuilder, ZeroGatherBuilder)}
+    AsyncIOBuilder, CPUAdamBuilder, FusedAdamBuilder, MoEBuilder, QuantizerBuilder, SparseAttentionBuilder, ZeroGatherBuilder)}
 
-__all__ = ["ALL_OPS", "SIMD_LEVELS", "AsyncIOBuilder", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "OpBuildError", "OpBuilder",
+__all__ = ["ALL_OPS", "SIMD_LEVELS", "AsyncIOBuilder", "CPUAdamBuilder", "FusedAdamBuilder", "LoadedOp", "MoEBuilder", "OpBuildError", "OpBuilder",
            "QuantizerBuilder", "SparseAttentionBuilder", "SparseAttnBuilder", "ZeroGatherBuilder", "cpu_simd_level"]

@@ -47,6 +47,11 @@ MODULES = {
     "deepspeed.runtime.pipe.topology": "deepspeed_ext.pipe.topology",
     "deepspeed.runtime.pipe.schedule": "deepspeed_ext.pipe.schedule",
     "deepspeed.runtime.pipe.engine": "deepspeed_ext.pipe.engine",
+    "deepspeed.moe": "deepspeed_ext.moe",
+    "deepspeed.moe.layer": "deepspeed_ext.moe.layer",
+    "deepspeed.moe.experts": "deepspeed_ext.moe.experts",
+    "deepspeed.moe.sharded_moe": "deepspeed_ext.moe.sharded_moe",
+    "deepspeed.moe.utils": "deepspeed_ext.moe.utils",
 }
 # names a compat module takes from elsewhere in deepspeed_ext than its main source
 ELSEWHERE = {("deepspeed", "DeepSpeedEngine"), ("deepspeed", "__version__"), ("deepspeed", "__deepspeed_ext_version__"),

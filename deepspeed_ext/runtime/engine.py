@@ -22,6 +22,8 @@ import torch
 
 from .. import comm
 from ..accelerator import get_accelerator
+from ..moe import checkpoint as moe_checkpoint
+from ..moe import training as moe_training
 from ..utils import tensor_fragment, zero_to_fp32
 from ..utils.timer import device_timer
 from ..version import __version__
@@ -58,6 +60,9 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         self._boundary_override: bool | None = None  # set_gradient_accumulation_boundary
         self._inside_no_sync = self._destroyed = False
         self.module = model.to(self.device, dtype=self._model_dtype())
+        self.moe_layers = moe_training.join_expert_groups(self.module)  # [(name, MoE layer)]
+        self.has_moe_layers = bool(self.moe_layers)
+        self.num_experts = [layer.num_experts for _, layer in self.moe_layers]
         groups = _param_groups(model_parameters if model_parameters is not None else self.module.parameters())
         self.zero, self.coordinator, self.masters, self.reducer = None, None, None, None
         self._trainable = []
@@ -122,7 +127,8 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             self.reducer = OverlappedAllReduce(trainable, self.dp_world_size,
                                                min(zero.reduce_bucket_size, OVERLAP_BUCKET_LIMIT),
                                                self._config.prescale_gradients, self._config.gradient_predivide_factor,
-                                               group=self.dp_group)
+                                               group=self.dp_group,
+                                               param_groups=moe_training.expert_reduce_groups(trainable))
         self._trainable = trainable
 
     def _setup_zero(self, optimizer, groups) -> None:
@@ -140,8 +146,17 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         else:
             def make(shard_groups, device):
                 return self._make_optimizer(optimizer, shard_groups, device)
+        domain = None
+        if self.has_moe_layers:
+            if self.zero_optimization_stage() == 3:
+                raise ConfigError("zero_optimization.stage 3 does not shard MoE expert params (nor does DeepSpeed's); "
+                                  "use stage 1 or 2 with MoE layers")
+            groups = moe_training.zero_param_groups(groups)
+
+            def domain(group):
+                return moe_training.zero_domain(group, self.dp_world_size, self.dp_rank, self.dp_group)
         setup = build_zero(self.module, groups, make, self._config, self.device, self.dp_world_size, self.dp_rank,
-                           self._model_dtype(), group=self.dp_group)
+                           self._model_dtype(), group=self.dp_group, domain=domain)
         self.zero, self.coordinator = setup.optimizer, setup.coordinator
         self.optimizer, self.basic_optimizer = self.zero, self.zero.optimizer
         self._trainable = [p for g in self.zero.groups for p in g.params]
@@ -326,8 +341,10 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
             monitor.write(events)
 
     def _has_overflow(self, grads: list[torch.Tensor]) -> bool:
-        """Stage 0: every rank holds the same averaged gradients, so each decides alone."""
-        return has_overflow(grads)
+        """Stage 0: every rank holds the same averaged gradients, so each decides alone (with
+        MoE layers the experts differ across ranks, so they agree)."""
+        overflow = has_overflow(grads)
+        return moe_training.overflow_anywhere(overflow) if self.has_moe_layers else overflow
 
     def _clip(self, params) -> float | None:
         """Clip to gradient_clipping and return the global norm before clipping; without
@@ -335,6 +352,8 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         with_grads = [p for p in params if p.grad is not None]
         if self._config.gradient_clipping <= 0 or not with_grads:
             return None
+        if self.has_moe_layers:  # the norm over every expert, not this rank's only
+            return moe_training.clip_grads(params, self._config.gradient_clipping)
         return float(torch.nn.utils.clip_grad_norm_(with_grads, self._config.gradient_clipping))
 
     def _print_progress(self) -> None:
@@ -360,7 +379,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
     _RESERVED_KEYS = frozenset({"module", "optimizer", "lr_scheduler", "fp32_master_weights", "loss_scaler",
                                 "global_steps", "global_samples", "micro_steps", "skipped_steps", "ds_config",
                                 "ds_version", "param_shapes", "shared_params", "buffer_names", "frozen_param_shapes",
-                                "frozen_param_fragments", "frozen_pieces"})
+                                "frozen_param_fragments", "frozen_pieces", "num_experts", "moe_ep_sizes"})
 
     def save_checkpoint(self, save_dir: str | os.PathLike, tag=None, client_state: dict | None = None,
                         save_latest: bool = True) -> bool:
@@ -373,9 +392,10 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         tag = str(tag) if tag is not None else f"global_step{self.global_steps}"
         tag = checkpoint.agreed_tag(save_dir, tag, self._config.checkpoint.tag_validation)
         shared = self._writes_shared_files()
+        moe_files = self._moe_checkpoint_files(states) if self.has_moe_layers else {}
         if zero is None:
             files = {checkpoint.MODEL_STATES: states} if shared else {}
-            checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, shared)
+            checkpoint.save(save_dir, tag, {**files, **moe_files}, self.global_rank, save_latest, shared)
         else:
             states.update(zero_checkpoint.model_metadata(self.module, zero, self.global_rank))
             with zero.resident():  # NVMe offload: masters and states back from their files until written
@@ -384,10 +404,24 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
                     "ds_version": __version__}}
                 if zero.stage == 3 or shared:
                     files[zero_checkpoint.model_file(self.global_rank, zero.stage)] = states
-                checkpoint.save(save_dir, tag, files, self.global_rank, save_latest, shared)
+                checkpoint.save(save_dir, tag, {**files, **moe_files}, self.global_rank, save_latest, shared)
         if zero is not None and shared:  # as DeepSpeed: the converter beside the checkpoints
             shutil.copyfile(zero_to_fp32.__file__, Path(save_dir) / "zero_to_fp32.py")
         return True
+
+    def _moe_checkpoint_files(self, states: dict) -> dict[str, dict]:
+        """MoE: expert weights leave the model states for their own files (moe/checkpoint.py), and
+        so, at stage 0, does the optimizer (its expert states differ across expert-parallel ranks)."""
+        if states["module"] is not None:
+            states["module"] = moe_checkpoint.shared_state(states["module"], self.moe_layers)
+        states["num_experts"], states["moe_ep_sizes"] = self.num_experts, moe_checkpoint.layout(self.moe_layers)
+        files = moe_checkpoint.expert_files(self.moe_layers)
+        if self.zero is None and self.optimizer is not None:
+            writer = moe_checkpoint.optimizer_writer(self.moe_layers)
+            if writer is not None:
+                files[moe_checkpoint.optimizer_file(writer)] = {"optimizer": states["optimizer"]}
+            states["optimizer"] = None
+        return files
 
     def _training_states(self, client_state: dict) -> dict:
         """What a checkpoint holds besides the weights: optimizer (stage 0), fp32 masters,
@@ -425,6 +459,9 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         zero = self.zero
         model_file = checkpoint.MODEL_STATES if zero is None else zero_checkpoint.model_states_file(folder, zero.stage)
         states, rng = checkpoint.load_states(folder, self.global_rank, model_file)
+        if self.has_moe_layers:
+            load_module_only = self._load_moe_parts(folder, states, load_optimizer_states and not load_module_only) \
+                or load_module_only
         if zero is None:
             self.module.load_state_dict(states["module"], strict=load_module_strict)
         else:
@@ -441,6 +478,23 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         if not load_module_only:
             self._restore_training_states(states, rng, load_optimizer_states and zero is None, load_lr_scheduler_states)
         return str(folder), {k: v for k, v in states.items() if k not in self._RESERVED_KEYS}
+
+    def _load_moe_parts(self, folder: Path, states: dict, optimizer_states: bool) -> bool:
+        """Put the local experts' weights (from their files) into the module state and, at stage
+        0, the optimizer from its file. Returns whether only the module can load: the
+        checkpoint's ep_size differs, so its optimizer states belong to other experts."""
+        states["module"] = moe_checkpoint.with_experts(folder, states["module"], self.moe_layers)
+        saved, current = states.get("moe_ep_sizes"), moe_checkpoint.layout(self.moe_layers)
+        if saved is not None and saved != current:
+            if optimizer_states:
+                raise ValueError(f"load_checkpoint: {folder} was saved with MoE ep_size {saved}, this model has "
+                                 f"{current}: its optimizer states belong to other experts. Pass "
+                                 "load_optimizer_states=False (or load_module_only=True) to load the weights only")
+            return True
+        if self.zero is None and optimizer_states:
+            path = folder / moe_checkpoint.optimizer_file(moe_checkpoint.optimizer_rank())
+            states["optimizer"] = torch.load(path, map_location="cpu", weights_only=False)["optimizer"]
+        return False
 
     def _restore_masters(self, saved_masters: list[torch.Tensor] | None) -> None:
         """Stage 0 with bf16 / fp16: the fp32 masters from the checkpoint, else from the

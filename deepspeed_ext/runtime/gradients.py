@@ -31,9 +31,13 @@ class OverlappedAllReduce:
     fill in the same order everywhere."""
 
     def __init__(self, params, world_size: int, bucket_size: int, prescale: bool = False,
-                 predivide_factor: float = 1.0, group=None) -> None:
+                 predivide_factor: float = 1.0, group=None, param_groups: dict | None = None) -> None:
         self.params = list(params)
         self.world_size, self.group = world_size, group  # group: the data-parallel ranks (None: all)
+        # id(param) -> another group to sum its gradient over (MoE experts: their expert-data-parallel
+        # ranks), still divided by world_size; a bucket holds gradients of one group only
+        self.param_groups = param_groups or {}
+        self.bucket_group = group
         self.bucket_size = bucket_size
         self.before, self.after = averaging_divisors(world_size, prescale, predivide_factor)
         self.armed = False
@@ -62,9 +66,11 @@ class OverlappedAllReduce:
         self._enqueue(param)
 
     def _enqueue(self, param: torch.Tensor) -> None:
+        group = self.param_groups.get(id(param), self.group)
         if self.bucket and (self.filled + param.grad.numel() > self.bucket_size
-                            or param.grad.dtype != self.bucket[0].dtype):
+                            or param.grad.dtype != self.bucket[0].dtype or group is not self.bucket_group):
             self._launch()
+        self.bucket_group = group
         self.bucket.append(param.grad)
         self.reduced.add(id(param))
         self.filled += param.grad.numel()
@@ -77,7 +83,8 @@ class OverlappedAllReduce:
         flat, layout = flatten(self.bucket, out=buffer.narrow(0, 0, numel))  # the zero_gather op: one pass
         if self.before != 1.0:
             flat.div_(self.before)
-        self.in_flight.append((dist.all_reduce(flat, group=self.group, async_op=True), flat, layout, self.bucket, buffer))
+        self.in_flight.append((dist.all_reduce(flat, group=self.bucket_group, async_op=True), flat, layout, self.bucket,
+                               buffer))
         self.bucket, self.filled = [], 0
 
     def finish(self) -> None:

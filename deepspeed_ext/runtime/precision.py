@@ -61,6 +61,10 @@ class MasterWeights:
     def __init__(self, params: list[torch.nn.Parameter]) -> None:
         self.model_params = params
         self.masters = [torch.nn.Parameter(p.detach().float().clone()) for p in params]
+        for param, master in zip(params, self.masters):  # MoE marks: norms tell experts apart on masters too
+            for mark in ("allreduce", "group_name"):
+                if hasattr(param, mark):
+                    setattr(master, mark, getattr(param, mark))
 
     def of(self, params) -> list[torch.nn.Parameter]:
         """The masters of these model params (in the same order)."""

@@ -16,6 +16,7 @@ from deepspeed_ext.ops.op_builder import ALL_OPS
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_KERNELS = {"fused_adam": ["fused_adam_step"], "zero_gather": ["flatten_into", "unflatten_from"],
                 "quantizer": ["quantize_into", "dequantize_into"],
+                "moe": ["moe_dispatch", "moe_combine", "moe_route_dots"],
                 "sparse_attention": ["sparse_sdd", "sparse_dsd", "sparse_softmax", "sparse_softmax_backward"]}
 # op -> the ops it must register for CUDA
 

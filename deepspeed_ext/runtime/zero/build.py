@@ -19,7 +19,7 @@ from ..config_schema import ConfigError
 from ..gradients import OVERLAP_BUCKET_LIMIT
 from . import partitioned_params
 from .grad_reduce import ShardedGradReducer
-from .groups import flat_group, per_tensor_group
+from .groups import flat_group, param_runs, per_tensor_group
 from .hpz import hpz_group
 from .init_context import Init
 from .nvme_swapper import OptimizerSwapper, swap_folder
@@ -74,9 +74,11 @@ def check_shardable(optimizer: torch.optim.Optimizer, config) -> None:
 
 def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Callable[[list[dict], torch.device],
                torch.optim.Optimizer], config, device: torch.device, world_size: int, rank: int,
-               model_dtype: torch.dtype, group=None) -> ZeroSetup:
+               model_dtype: torch.dtype, group=None,
+               domain: Callable[[dict], tuple[int, int, object]] | None = None) -> ZeroSetup:
     """groups: the trainable param groups (params + hyperparameters), as the user gave them;
-    world_size, rank and group: the data-parallel ranks the shards are spread over."""
+    world_size, rank and group: the data-parallel ranks the shards are spread over, unless
+    domain(param group) names others (world size, rank, process group: MoE experts)."""
     check_zero_config(config)
     zero = config.zero_optimization
     stage = zero.stage
@@ -91,9 +93,15 @@ def build_zero(module: torch.nn.Module, groups: list[dict], make_optimizer: Call
     if offload:  # the unit the CPU steps (and NVMe swaps) at a time
         groups = [sub for g in groups for sub in _sub_groups(g, zero.sub_group_size)]
     fp32_accumulation = config.gradient_accum_dtype == "fp32" and model_dtype != torch.float32
-    sharded = [make_group(g["params"], {k: v for k, v in g.items() if k != "params"}, world_size, rank,
-                          master_device, offload, zero.offload_optimizer.pin_memory, fp32_accumulation)
-               for g in groups if g["params"]]
+    sharded = []
+    for g in groups:
+        if not g["params"]:
+            continue
+        shard_world, shard_rank, process_group = domain(g) if domain is not None else (world_size, rank, group)
+        sharded.append(make_group(g["params"], {k: v for k, v in g.items() if k != "params"}, shard_world, shard_rank,
+                                  master_device, offload, zero.offload_optimizer.pin_memory, fp32_accumulation))
+        if process_group is not group:
+            sharded[-1].process_group = process_group
     shard_groups = [{**g.options, "params": [g.master]} for g in sharded]
     if not shard_groups:  # nothing to train here (a pipeline stage of functions): a group for the schedule
         shard_groups = [{**{k: v for k, v in (groups[0] if groups else {}).items() if k != "params"}, "params": []}]
@@ -139,16 +147,7 @@ def partition_for_stage3(module: torch.nn.Module, config, model_dtype: torch.dty
 def _sub_groups(group: dict, sub_group_size: int) -> list[dict]:
     """A param group cut into runs of whole params of about sub_group_size elements (a param
     larger than that is a run of its own), each with the group's hyperparameters."""
-    runs, run, count = [], [], 0
-    for param in group["params"]:
-        numel = param.ds_numel if hasattr(param, "ds_numel") else param.numel()
-        if run and count + numel > sub_group_size:
-            runs.append(run)
-            run, count = [], 0
-        run.append(param)
-        count += numel
-    runs.append(run)
-    return [{**group, "params": run} for run in runs]
+    return [{**group, "params": run} for run in param_runs(group["params"], sub_group_size)]
 
 
 def _handle_options(aio) -> dict:

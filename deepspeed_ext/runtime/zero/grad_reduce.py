@@ -102,8 +102,9 @@ class ShardedGradReducer:
         param.grad = None  # the bucket keeps it alive until it is sent
         if grad is None:  # used on other ranks only this step: this rank adds zeros
             grad = torch.zeros(getattr(param, "ds_shape", param.shape), dtype=param.dtype, device=param.device)
-        if self.bucket and self.filled + grad.numel() > self.bucket_size:
-            self._launch()
+        if self.bucket and (self.filled + grad.numel() > self.bucket_size
+                            or group.process_group is not self.bucket[0][0].process_group):
+            self._launch()  # a bucket is summed over one set of ranks
         self.bucket.append((group, index, grad))
         self.reduced.add(id(param))
         self.filled += grad.numel()
@@ -115,7 +116,10 @@ class ShardedGradReducer:
     def _launch(self) -> None:
         """Lay the bucket out, start its collective, and note where this rank's sums land:
         (group, offset in its shard, position in the buffer, count) per piece."""
-        per_rank: list[list[tuple]] = [[] for _ in range(self.world_size)]
+        first_group = self.bucket[0][0]
+        world_size, my_rank = first_group.layout.world_size, first_group.rank
+        process_group = first_group.process_group if first_group.process_group is not None else self.group
+        per_rank: list[list[tuple]] = [[] for _ in range(world_size)]
         for group, index, grad in self.bucket:
             flat_grad = grad.contiguous().view(-1)
             for rank, first, count, offset in group.owners(index):
@@ -123,10 +127,10 @@ class ShardedGradReducer:
         sizes = [sum(piece.numel() for piece, _, _ in pieces) for pieces in per_rank]
         if self.transport != "all_reduce":  # equal sections, one a rank
             section = round_up(max(1, max(sizes)), QGZ_GROUP if self.transport == "quantized_all_to_all" else 1)
-            starts = [rank * section for rank in range(self.world_size)]
-            total = section * self.world_size
+            starts = [rank * section for rank in range(world_size)]
+            total = section * world_size
         else:  # packed back to back: nothing but the gradients travels
-            starts = [sum(sizes[:rank]) for rank in range(self.world_size)]
+            starts = [sum(sizes[:rank]) for rank in range(world_size)]
             total = sum(sizes)
         buffer = self.buffers.take(total, self.bucket[0][2].dtype, self.bucket[0][2].device)
         send = buffer.narrow(0, 0, total)
@@ -136,7 +140,7 @@ class ShardedGradReducer:
             for piece, group, offset in pieces:
                 sources.append(piece)
                 positions.append(position)
-                if rank == self.rank:
+                if rank == my_rank:
                     mine.append((group, offset, position, piece.numel()))
                 position += piece.numel()
         zero_gather_ops().flatten_into(send, sources, positions)  # one coalesced pass; section gaps zeroed
@@ -147,35 +151,36 @@ class ShardedGradReducer:
             buffer = wide
         if self.before != 1.0:
             send.div_(self.before)
-        if self.world_size == 1:
+        if world_size == 1:
             work = None
         elif self.transport == "reduce_scatter":
             received = torch.empty(section, dtype=send.dtype, device=send.device)
             comm.comms_log.record("gradients", "reduce_scatter", send)
-            work = comm.reduce_scatter(received, send, group=self.group, async_op=True)
-            mine = [(group, offset, position - starts[self.rank], count) for group, offset, position, count in mine]
+            work = comm.reduce_scatter(received, send, group=process_group, async_op=True)
+            mine = [(group, offset, position - starts[my_rank], count) for group, offset, position, count in mine]
             send = received
         elif self.transport == "quantized_all_to_all":
-            work = self._quantized_all_to_all(send, section)
-            mine = [(group, offset, position - starts[self.rank], count) for group, offset, position, count in mine]
+            work = self._quantized_all_to_all(send, section, world_size, my_rank, process_group)
+            mine = [(group, offset, position - starts[my_rank], count) for group, offset, position, count in mine]
         else:
             comm.comms_log.record("gradients", "all_reduce", send)
-            work = dist.all_reduce(send, group=self.group, async_op=True)
+            work = dist.all_reduce(send, group=process_group, async_op=True)
         self.in_flight.append((work, send, mine, buffer))
         self.bucket, self.filled = [], 0
         if len(self.in_flight) > MAX_IN_FLIGHT:
             self._complete(self.in_flight.pop(0))
 
-    def _quantized_all_to_all(self, send: torch.Tensor, section: int) -> QuantizedExchange:
+    def _quantized_all_to_all(self, send: torch.Tensor, section: int, world_size: int, rank: int,
+                              process_group) -> QuantizedExchange:
         """ZeRO++ qgZ: every section as 4-bit groups (stochastically rounded, so the sums stay
         unbiased) and scales, one all-to-all each; the receiver dequantizes and sums in fp32."""
         packed, scales, offsets = quantize(send, QGZ_GROUP, 4, stochastic=True,
-                                           seed=self.launches * self.world_size + self.rank)
+                                           seed=self.launches * world_size + rank)
         self.launches += 1
         received = (torch.empty_like(packed), torch.empty_like(scales))
         comm.comms_log.record("gradients", "all_to_all", packed, scales)
-        works = [comm.all_to_all(out, t, group=self.group, async_op=True) for out, t in zip(received, (packed, scales))]
-        return QuantizedExchange(comm.AllWork(works), *received, offsets, section, self.world_size)
+        works = [comm.all_to_all(out, t, group=process_group, async_op=True) for out, t in zip(received, (packed, scales))]
+        return QuantizedExchange(comm.AllWork(works), *received, offsets, section, world_size)
 
     def _complete(self, launched) -> None:
         work, summed, mine, buffer = launched

@@ -27,6 +27,9 @@ class ShardedGroup:
     grad_dtype: torch.dtype
     grad_device: torch.device
     flat: torch.Tensor | None = None  # stage 1-2: the whole buffer the params view
+    # the ranks the shards are spread over, when not the data-parallel group (MoE experts:
+    # their expert-data-parallel group; layout.world_size and rank count within it)
+    process_group: object = None
     # the shard's gradients, summed over ranks and micro-batches; exists only from the first
     # reduction to the optimizer step (stage 1 holds whole gradients until then instead)
     grad_shard: torch.Tensor | None = None
@@ -53,6 +56,22 @@ class ShardedGroup:
     def shard_views(self, shard: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
         """(param index, first element, view of `shard`) for each piece this rank holds."""
         return [(index, first, shard.narrow(0, offset, count)) for index, first, count, offset in self.pieces]
+
+
+def param_runs(params, limit: int | None) -> list[list]:
+    """params cut into consecutive runs of whole params of at most `limit` elements (a param
+    larger than that is a run alone; None: one run)."""
+    if limit is None:
+        return [list(params)]
+    runs, run, count = [], [], 0
+    for param in params:
+        numel = param.ds_numel if hasattr(param, "ds_numel") else param.numel()
+        if run and count + numel > limit:
+            runs.append(run)
+            run, count = [], 0
+        run.append(param)
+        count += numel
+    return runs + [run]
 
 
 def _master(lp_shard: torch.Tensor, master_device: torch.device, pin: bool) -> torch.nn.Parameter:

@@ -132,14 +132,18 @@ class ZeroOptimizer:
     def publish(self) -> None:
         """Stage 1-2: every rank's updated slice into every rank's flat buffer, in pieces of at
         most allgather_bucket_size elements (written in place: no second buffer)."""
-        if self.stage < 3 and self.world_size > 1:
+        if self.stage < 3:
             for group in self.groups:
+                world_size = group.layout.world_size
+                if world_size == 1:
+                    continue
+                process_group = group.process_group if group.process_group is not None else self.reducer.group
                 size = group.layout.partition_size
                 for start in range(0, size, self.allgather_bucket_size):
                     count = min(self.allgather_bucket_size, size - start)
-                    chunks = [group.flat.narrow(0, r * size + start, count) for r in range(self.world_size)]
-                    comm.comms_log.record("parameters", "all_gather", chunks[self.rank])
-                    comm.all_gather_in_place(chunks, group=self.reducer.group)
+                    chunks = [group.flat.narrow(0, r * size + start, count) for r in range(world_size)]
+                    comm.comms_log.record("parameters", "all_gather", chunks[group.rank])
+                    comm.all_gather_in_place(chunks, group=process_group)
         if self.after_step is not None:
             self.after_step()
 

@@ -1,0 +1,3 @@
+from deepspeed_ext.moe import MoE
+
+__all__ = ["MoE"]

@@ -1,0 +1,3 @@
+from deepspeed_ext.moe.experts import Experts
+
+__all__ = ["Experts"]

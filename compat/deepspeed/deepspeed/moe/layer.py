@@ -1,0 +1,3 @@
+from deepspeed_ext.moe.layer import MoE
+
+__all__ = ["MoE"]
