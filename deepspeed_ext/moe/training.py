@@ -93,3 +93,9 @@ def overflow_anywhere(local_overflow: bool) -> bool:
     flag = torch.tensor([1.0 if local_overflow else 0.0])
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag[0] > 0)
+
+
+def aux_loss(layers) -> float:
+    """The summed load-balancing loss of every MoE layer's last forward (0 before any), for
+    the progress line and monitors."""
+    return sum(float(layer.deepspeed_moe.l_aux) for _, layer in layers if layer.deepspeed_moe.l_aux is not None)

@@ -337,6 +337,8 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         events = [("Train/Samples/train_loss", loss, samples), ("Train/Samples/lr", self.get_lr()[0], samples)]
         if self.loss_scaler is not None:
             events.append(("Train/Samples/loss_scale", self.loss_scaler.scale, samples))
+        if self.has_moe_layers:
+            events.append(("Train/Samples/moe_aux_loss", moe_training.aux_loss(self.moe_layers), samples))
         for monitor in self.monitors:
             monitor.write(events)
 
@@ -363,6 +365,8 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         memory = self.memory_breakdown() if self._config.memory_breakdown else None  # every rank: stage 3 reads shards
         if self.global_rank == 0:
             scale = f", loss scale {self.loss_scaler.scale:g}" if self.loss_scaler else ""
+            if self.has_moe_layers:
+                scale += f", moe aux loss {moe_training.aux_loss(self.moe_layers):.4f}"
             print(f"[deepspeed_ext] step {self.global_steps}: loss {loss:.4f}, lr {self.get_lr()}{scale}, "
                   f"{samples / (now - self._last_print):.1f} samples/s, skipped {self.skipped_steps}")
             if memory is not None:

@@ -111,3 +111,23 @@ def refused_on_rank():
     except Exception as error:  # noqa: BLE001 - the message is the result
         return str(error)
     return "initialized"
+
+
+def test_the_progress_line_reports_the_aux_loss():
+    lines = run_ranks(progress_on_rank, 2)
+    assert f"moe aux loss {lines[0][1]:.4f}" in lines[0][0] and lines[1][0] == ""
+
+
+def progress_on_rank():
+    import contextlib
+    import io
+
+    rank = int(os.environ["RANK"])
+    engine, *_ = deepspeed_ext.initialize(model=models.moe_model(2, models.ep_rank_of(rank, 2)),
+                                          config={**config(0), "steps_per_print": 1})
+    loss = engine(*models.batch(rank, 0))
+    engine.backward(loss)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        engine.step()
+    return printed.getvalue(), float(engine.moe.deepspeed_moe.l_aux)

@@ -15,8 +15,8 @@ from deepspeed_ext.runtime.engine import DeepSpeedEngine
 from deepspeed_ext.version import COMPAT_VERSION as __version__
 from deepspeed_ext.version import __version__ as __deepspeed_ext_version__
 
-from . import accelerator, comm, ops, pipe, runtime, utils
+from . import accelerator, comm, moe, ops, pipe, runtime, utils
 
 __all__ = ["DeepSpeedEngine", "PipelineEngine", "PipelineModule", "__deepspeed_ext_version__", "__version__",
            "accelerator", "add_config_arguments", "checkpointing", "comm", "init_distributed", "init_inference",
-           "initialize", "ops", "pipe", "runtime", "utils", "zero"]
+           "initialize", "moe", "ops", "pipe", "runtime", "utils", "zero"]
