@@ -66,12 +66,15 @@ def global_grad_norm(params) -> torch.Tensor:
     """Stage 0: the norm of every gradient of the model, each expert counted once. Shared
     gradients are already averaged (alike on every rank); each expert-parallel group holds
     every expert once, so summing expert squares over it covers them all."""
+    params = list(params)
+    device = params[0].device  # where the collectives can run (NCCL: the GPU)
     squares_of = {}  # None: shared; else the expert group's name (every rank has the same names)
     for param in params:
         key = param.group_name if is_moe_param(param) else None
-        squares = torch.linalg.vector_norm(param.grad.float()) ** 2 if param.grad is not None else torch.zeros(())
-        squares_of[key] = squares_of.get(key, torch.zeros(())) + squares.cpu()
-    total = squares_of.pop(None, torch.zeros(()))
+        squares = torch.linalg.vector_norm(param.grad.float()) ** 2 if param.grad is not None else \
+            torch.zeros((), device=device)
+        squares_of[key] = squares_of.get(key, torch.zeros((), device=device)) + squares
+    total = squares_of.pop(None, torch.zeros((), device=device))
     for name in sorted(squares_of):
         squares = squares_of[name].reshape(1)
         dist.all_reduce(squares, group=process_groups._get_expert_parallel_group(name))
@@ -84,13 +87,13 @@ def clip_grads(params, max_norm: float) -> float:
     norm = global_grad_norm(params)
     coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     grads = [p.grad for p in params if p.grad is not None]
-    torch._foreach_mul_(grads, coefficient.to(grads[0].device))
+    torch._foreach_mul_(grads, coefficient)
     return float(norm)
 
 
-def overflow_anywhere(local_overflow: bool) -> bool:
+def overflow_anywhere(local_overflow: bool, device: torch.device) -> bool:
     """Stage 0 fp16: ranks hold different experts, so one rank's inf must skip every rank's step."""
-    flag = torch.tensor([1.0 if local_overflow else 0.0])
+    flag = torch.tensor([1.0 if local_overflow else 0.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag[0] > 0)
 

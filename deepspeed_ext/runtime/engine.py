@@ -346,7 +346,7 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         """Stage 0: every rank holds the same averaged gradients, so each decides alone (with
         MoE layers the experts differ across ranks, so they agree)."""
         overflow = has_overflow(grads)
-        return moe_training.overflow_anywhere(overflow) if self.has_moe_layers else overflow
+        return moe_training.overflow_anywhere(overflow, self.device) if self.has_moe_layers else overflow
 
     def _clip(self, params) -> float | None:
         """Clip to gradient_clipping and return the global norm before clipping; without

@@ -3,6 +3,8 @@ group, so ep_size 2 trains to the params ep_size 1 does (one rank holding every 
 ZeRO 0, 1 and 2, with clipping; the loss falls; checkpoints in DeepSpeed's MoE layout round
 trip and load onto another ep_size."""
 
+from __future__ import annotations
+
 import os
 
 import pytest
@@ -16,10 +18,12 @@ from tests.ranks import run_ranks
 STEPS = 6
 
 
-def config(stage: int, clip: float = 0.0) -> dict:
+def config(stage: int, clip: float = 0.0, precision: str | None = None) -> dict:
+    half = {precision: {"enabled": True, **({"initial_scale_power": 8} if precision == "fp16" else {})}} \
+        if precision else {}
     return {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "gradient_clipping": clip,
             "optimizer": {"type": "Adam", "params": {"lr": 1e-2}}, "zero_optimization": {"stage": stage},
-            "steps_per_print": 1000}
+            "steps_per_print": 1000, **half}
 
 
 def full_state(engine, ep_size: int) -> dict:
@@ -39,10 +43,10 @@ def full_state(engine, ep_size: int) -> dict:
     return shared
 
 
-def train_on_rank(ep_size: int, stage: int, clip: float, save_dir=None, load_dir=None, load_ep=None):
+def train_on_rank(ep_size: int, stage: int, clip: float, save_dir=None, load_dir=None, load_ep=None, precision=None):
     rank = int(os.environ["RANK"])
     model = models.moe_model(ep_size, models.ep_rank_of(rank, ep_size))
-    engine, *_ = deepspeed_ext.initialize(model=model, config=config(stage, clip))
+    engine, *_ = deepspeed_ext.initialize(model=model, config=config(stage, clip, precision))
     if load_dir is not None:
         engine.load_checkpoint(load_dir, load_optimizer_states=load_ep == ep_size)
     losses = []
@@ -54,7 +58,7 @@ def train_on_rank(ep_size: int, stage: int, clip: float, save_dir=None, load_dir
         losses.append(float(loss))
         if save_dir is not None and step == STEPS // 2 - 1:
             engine.save_checkpoint(save_dir, tag="half")
-    return {"losses": losses, "state": full_state(engine, ep_size),
+    return {"losses": losses, "state": {k: v.float() for k, v in full_state(engine, ep_size).items()},
             "files": sorted(os.listdir(os.path.join(save_dir, "half"))) if save_dir else None}
 
 
@@ -67,6 +71,16 @@ def test_expert_parallel_training_equals_every_expert_on_every_rank(stage, clip)
         assert a["losses"] == pytest.approx(b["losses"], abs=1e-5)
     for name, value in whole[0]["state"].items():
         torch.testing.assert_close(split[0]["state"][name], value, atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("stage,precision", [(0, "fp16"), (2, "bf16")])
+def test_half_precision_expert_parallel_training_follows_every_expert_on_every_rank(stage, precision):
+    split = run_ranks(train_on_rank, 2, 2, stage, 0.5, None, None, None, precision)
+    whole = run_ranks(train_on_rank, 2, 1, stage, 0.5, None, None, None, precision)
+    assert split[0]["losses"][-1] < split[0]["losses"][0]
+    assert split[0]["losses"] == pytest.approx(whole[0]["losses"], abs=2e-2)
+    for name, value in whole[0]["state"].items():
+        torch.testing.assert_close(split[0]["state"][name], value, atol=2e-2, rtol=2e-2, msg=name)
 
 
 @pytest.mark.parametrize("stage", [0, 2])
