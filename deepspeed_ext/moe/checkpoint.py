@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from deepspeed_ext.runtime.nested import clone_tensors_for_torch_save
 from deepspeed_ext.utils import groups
 
 EXPERTS = "deepspeed_moe.experts.deepspeed_experts."
@@ -47,8 +48,9 @@ def expert_files(layers) -> dict[str, dict]:
         first = groups._get_expert_parallel_rank(group) * layer.num_local_experts
         for local, expert in enumerate(layer.deepspeed_moe.experts.deepspeed_experts):
             key = _prefix(name) + EXPERTS + str(first + local) + "."
-            files[expert_file(layer_id, first + local)] = {key + k: v.detach().clone()
-                                                          for k, v in expert.state_dict().items()}
+            # cloned: a ZeRO param is a view of its flat buffer, which torch.save would write whole
+            files[expert_file(layer_id, first + local)] = clone_tensors_for_torch_save(
+                {key + k: v for k, v in expert.state_dict().items()})
     return files
 
 
@@ -73,11 +75,11 @@ def layout(layers) -> list[int]:
     return [layer.ep_size for _, layer in layers]
 
 
-def optimizer_writer(layers) -> int | None:
-    """Stage 0: the expert-parallel rank whose optimizer file this rank writes (None: another replica does)."""
-    name = groups._get_max_expert_size_name()
-    return groups._get_expert_parallel_rank(name) if groups._get_expert_data_parallel_rank(name) == 0 else None
-
-
 def optimizer_rank() -> int:
+    """Stage 0: the expert-parallel rank (in the largest ep_size) whose optimizer file is this rank's."""
     return groups._get_expert_parallel_rank(groups._get_max_expert_size_name())
+
+
+def writes_optimizer() -> bool:
+    """Whether this rank writes its optimizer file (replicas beyond the first hold the same states)."""
+    return groups._get_expert_data_parallel_rank(groups._get_max_expert_size_name()) == 0

@@ -421,9 +421,8 @@ class DeepSpeedEngine(EngineContract, torch.nn.Module):
         states["num_experts"], states["moe_ep_sizes"] = self.num_experts, moe_checkpoint.layout(self.moe_layers)
         files = moe_checkpoint.expert_files(self.moe_layers)
         if self.zero is None and self.optimizer is not None:
-            writer = moe_checkpoint.optimizer_writer(self.moe_layers)
-            if writer is not None:
-                files[moe_checkpoint.optimizer_file(writer)] = {"optimizer": states["optimizer"]}
+            if moe_checkpoint.writes_optimizer():
+                files[moe_checkpoint.optimizer_file(moe_checkpoint.optimizer_rank())] = {"optimizer": states["optimizer"]}
             states["optimizer"] = None
         return files
 
